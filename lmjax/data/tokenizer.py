@@ -1,0 +1,126 @@
+"""One tokenizer interface over characters, bytes and (in sentencepiece.py) SentencePiece.
+
+Every tokenizer saves itself into a directory (`save(dir)`) and `load_tokenizer(dir)` brings it
+back, so a workdir or a prepared dataset carries the exact tokenizer its tokens were made with.
+"""
+import json
+import os
+from typing import Sequence
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class Tokenizer:
+    """encode/decode between text and ids; vocab_size; special ids (-1 when absent)."""
+
+    kind: str = ""
+    bos_id: int = -1
+    eos_id: int = -1
+    pad_id: int = -1
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    def encode(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def decode(self, ids: Sequence[int]) -> str:
+        raise NotImplementedError
+
+    def save(self, directory: str) -> None:
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """A hash that changes whenever the id<->text mapping changes."""
+        import hashlib
+        with open(self._fingerprint_source(), "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()[:16]
+
+    def _fingerprint_source(self) -> str:
+        raise NotImplementedError
+
+
+class CharTokenizer(Tokenizer):
+    """One id per distinct character of the training text, as nanoGPT's shakespeare_char."""
+
+    kind = "char"
+
+    def __init__(self, chars: Sequence[str]):
+        self.chars = list(chars)
+        self._index = {ch: i for i, ch in enumerate(self.chars)}
+
+    @classmethod
+    def train(cls, text: str) -> "CharTokenizer":
+        return cls(sorted(set(text)))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self._index[ch] for ch in text]
+        except KeyError as e:
+            raise ValueError(f"character {e.args[0]!r} is not in the character vocabulary "
+                             f"({self.vocab_size} characters)") from None
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.chars[i] for i in ids if 0 <= i < len(self.chars))
+
+    def save(self, directory: str) -> None:
+        _write_json(directory, {"kind": "char", "chars": "".join(self.chars)})
+
+    def fingerprint(self) -> str:
+        import hashlib
+        return hashlib.sha256("".join(self.chars).encode()).hexdigest()[:16]
+
+
+class ByteTokenizer(Tokenizer):
+    """UTF-8 bytes: ids 0..255, plus an end-of-document id 256."""
+
+    kind = "bytes"
+    eos_id = 256
+
+    @property
+    def vocab_size(self) -> int:
+        return 257
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
+
+    def save(self, directory: str) -> None:
+        _write_json(directory, {"kind": "bytes"})
+
+    def fingerprint(self) -> str:
+        return "bytes-utf8-eos256"
+
+
+def _write_json(directory, payload):
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, TOKENIZER_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(payload, f)
+    os.replace(tmp, os.path.join(directory, TOKENIZER_FILE))
+
+
+def load_tokenizer(directory: str) -> Tokenizer:
+    """Loads the tokenizer saved in `directory` (tokenizer.json or a SentencePiece model)."""
+    path = os.path.join(directory, TOKENIZER_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            payload = json.load(f)
+        kind = payload.get("kind")
+        if kind == "char":
+            return CharTokenizer(payload["chars"])
+        if kind == "bytes":
+            return ByteTokenizer()
+        if kind == "sentencepiece":
+            from lmjax.data.sentencepiece import SentencePieceTokenizer
+            return SentencePieceTokenizer(os.path.join(directory, payload["model"]))
+        raise ValueError(f"{path}: unknown tokenizer kind {kind!r}")
+    raise FileNotFoundError(f"{directory}: no {TOKENIZER_FILE}; this directory holds no "
+                            "lmjax tokenizer")

@@ -1,0 +1,5 @@
+"""The error type command-line entry points turn into a one-line message and exit code 2."""
+
+
+class UsageError(ValueError):
+    """Bad input the user can fix: the message names the field or file and what would fix it."""

@@ -1,0 +1,48 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="lmjax",
+    version="0.1.0",
+    description="Decoder-only Transformer language models in JAX/Flax, from a laptop CPU to a pod.",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["lmjax", "lmjax.*"]),
+    package_data={"lmjax.data": ["tinyshakespeare.txt", "tinyshakespeare.SOURCE.txt"]},
+    install_requires=[
+        "jax>=0.7,<0.11",
+        "flax>=0.11,<0.13",
+        "optax>=0.2.5,<0.3",
+        "orbax-checkpoint>=0.11,<0.13",
+        "sentencepiece>=0.2,<0.3",
+        "ml-collections>=1.0,<2",
+        "grain>=0.2.12,<0.3",
+        "numpy>=1.26,<3",
+        "tensorboardX>=2.6,<3",
+        "tqdm>=4.66,<5",
+        "matplotlib>=3.8,<4",
+        "safetensors>=0.4,<1",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8,<10",
+            "torch==2.13.0",
+            "transformers>=4.46,<6",
+            "tokenizers>=0.20,<1",
+        ],
+        "tpu": ["jax[tpu]>=0.7,<0.11"],
+        "cuda": ["jax[cuda12]>=0.7,<0.11"],
+    },
+    entry_points={
+        "console_scripts": [
+            "lmjax-train=lmjax.main:train_main",
+            "lmjax-sample=lmjax.main:sample_main",
+            "lmjax-prepare=lmjax.data.prepare:main",
+            "lmjax-export=lmjax.main:export_main",
+            "lmjax-eval=lmjax.evaluate:main",
+            "lmjax-sweep=lmjax.sweep:main",
+            "lmjax-scaling=lmjax.scaling:main",
+            "lmjax-plot=lmjax.plot:main",
+        ]
+    },
+)
