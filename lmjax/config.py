@@ -358,3 +358,21 @@ def _validate_data(cfg):
 
 def to_dict(cfg) -> dict:
     return cfg.to_dict()
+
+
+def flatten(d: Mapping, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, Mapping):
+            out.update(flatten(value, prefix + key + "."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def from_dict(d: Mapping) -> ml_collections.ConfigDict:
+    """Rebuilds a config saved as JSON (workdir/config.json) on top of today's defaults."""
+    cfg = base_config()
+    values = {k: (tuple(tuple(x) if isinstance(x, list) else x for x in v)
+                  if isinstance(v, list) else v) for k, v in flatten(d).items()}
+    return apply_overrides(cfg, values)

@@ -1,0 +1,121 @@
+"""Causal self-attention: MHA, GQA and MQA (num_kv_heads), RoPE or none, three backends.
+
+Backends, chosen by name in model.attention:
+  einsum       plain einsums over the full T x T score matrix.
+  blockwise    query blocks attend only to key blocks at or below the diagonal: the same result
+               with ~half the score FLOPs at long T (the masked upper triangle is never computed).
+  dot_product  jax.nn.dot_product_attention (cuDNN flash attention on GPU where it applies).
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lmjax.model.layers import Projection, constrain
+
+NEG_INF = -1e30  # finite, so fully masked rows give a uniform softmax rather than NaN
+
+
+def rope(x_BxTxHxK, positions_BxT, theta: float):
+    """Rotary embedding in the rotate-half layout (as Hugging Face LLaMA checkpoints)."""
+    half = x_BxTxHxK.shape[-1] // 2
+    freqs = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angles_BxTxK2 = positions_BxT.astype(jnp.float32)[..., None] * freqs
+    cos = jnp.cos(angles_BxTxK2)[:, :, None, :]
+    sin = jnp.sin(angles_BxTxK2)[:, :, None, :]
+    x = x_BxTxHxK.astype(jnp.float32)
+    x1, x2 = x[..., :half], x[..., half:]
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x_BxTxHxK.dtype)
+
+
+def attention_mask(q_positions_T, k_positions_S, q_segments_BxT=None, k_segments_BxS=None):
+    """Boolean (B or 1, T, S): key index <= query index, and same document when segments given."""
+    mask = q_positions_T[:, None] >= k_positions_S[None, :]
+    mask = mask[None]
+    if q_segments_BxT is not None:
+        mask = mask & (q_segments_BxT[:, :, None] == k_segments_BxS[:, None, :])
+    return mask
+
+
+def einsum_attention(q_BxTxHxK, k_BxSxGxK, v_BxSxGxK, mask_BxTxS):
+    B, T, H, K = q_BxTxHxK.shape
+    G = k_BxSxGxK.shape[2]
+    q = q_BxTxHxK.reshape(B, T, G, H // G, K)
+    scores = jnp.einsum("btgrk,bsgk->bgrts", q, k_BxSxGxK,
+                        preferred_element_type=jnp.float32) * (K ** -0.5)
+    scores = jnp.where(mask_BxTxS[:, None, None], scores, NEG_INF)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v_BxSxGxK.dtype)
+    out = jnp.einsum("bgrts,bsgk->btgrk", probs, v_BxSxGxK)
+    return out.reshape(B, T, H, K)
+
+
+def blockwise_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, block: int):
+    """Causal attention by query blocks; block i sees keys [0, (i+1)*block) only."""
+    T = q_BxTxHxK.shape[1]
+    if T <= block:
+        return einsum_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK,
+                                attention_mask(jnp.arange(T), jnp.arange(T), segments_BxT,
+                                               segments_BxT))
+    outs = []
+    for start in range(0, T, block):
+        end = min(start + block, T)
+        q_pos, k_pos = jnp.arange(start, end), jnp.arange(end)
+        q_seg = None if segments_BxT is None else segments_BxT[:, start:end]
+        k_seg = None if segments_BxT is None else segments_BxT[:, :end]
+        outs.append(einsum_attention(q_BxTxHxK[:, start:end], k_BxTxGxK[:, :end],
+                                     v_BxTxGxK[:, :end], attention_mask(q_pos, k_pos, q_seg, k_seg)))
+    return jnp.concatenate(outs, axis=1)
+
+
+def dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT):
+    if segments_BxT is None:
+        return jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, is_causal=True)
+    T = q_BxTxHxK.shape[1]
+    mask = attention_mask(jnp.arange(T), jnp.arange(T), segments_BxT, segments_BxT)
+    return jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, mask=mask[:, None])
+
+
+class Attention(nn.Module):
+    d_model: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    use_bias: bool
+    positions: str  # learned (added at the embedding) | rope
+    rope_theta: float
+    backend: str
+    block: int
+    init_std: float
+    out_init_std: float
+    param_dtype: jnp.dtype
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x_BxTxD, positions_BxT, segments_BxT=None):
+        H, G, K, D = self.num_heads, self.num_kv_heads, self.head_dim, self.d_model
+
+        def proj(name, heads, axis):
+            return Projection((D,), (heads, K), ("embed", axis, "head_dim"), self.use_bias,
+                              self.init_std, self.param_dtype, self.dtype, name=name)
+
+        q = proj("query", H, "heads")(x_BxTxD)
+        k = proj("key", G, "kv_heads")(x_BxTxD)
+        v = proj("value", G, "kv_heads")(x_BxTxD)
+        q = constrain(q, ("batch", "act_len", "act_heads", None))
+        k = constrain(k, ("batch", "act_len", "act_kv_heads", None))
+        v = constrain(v, ("batch", "act_len", "act_kv_heads", None))
+        if self.positions == "rope":
+            q = rope(q, positions_BxT, self.rope_theta)
+            k = rope(k, positions_BxT, self.rope_theta)
+
+        T = x_BxTxD.shape[1]
+        if self.backend == "dot_product":
+            out = dot_product_attention(q, k, v, segments_BxT)
+        elif self.backend == "blockwise":
+            out = blockwise_attention(q, k, v, segments_BxT, self.block)
+        else:
+            mask = attention_mask(jnp.arange(T), jnp.arange(T), segments_BxT, segments_BxT)
+            out = einsum_attention(q, k, v, mask)
+        out = constrain(out, ("batch", "act_len", "act_heads", None))
+        return Projection((H, K), (D,), ("heads", "head_dim", "embed"), self.use_bias,
+                          self.out_init_std, self.param_dtype, self.dtype, name="out")(out)

@@ -1,0 +1,86 @@
+"""The decoder: embeddings, a stack of pre-norm blocks (scanned or unrolled), final norm, LM head.
+
+GPT-2 style (learned positions, LayerNorm, GELU, biases, tied head) and LLaMA style (RoPE,
+RMSNorm, SwiGLU, no biases, GQA, untied head) are config choices of this one module.
+"""
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lmjax.model.attention import Attention
+from lmjax.model.layers import Embed, Norm, Projection, constrain, logical_param
+from lmjax.model.mlp import MLP
+
+
+class Block(nn.Module):
+    cfg: object  # the model section of the config
+
+    @nn.compact
+    def __call__(self, x_BxTxD, positions_BxT, segments_BxT):
+        c = self.cfg
+        dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        out_std = c.init_std / math.sqrt(2 * c.num_layers)
+
+        def norm(name):
+            return Norm(c.norm, c.norm_eps, c.use_bias, param_dtype, dtype, name=name)
+
+        attn = Attention(c.d_model, c.num_heads, c.num_kv_heads or c.num_heads,
+                         c.head_dim or c.d_model // c.num_heads, c.use_bias, c.positions,
+                         c.rope_theta, c.attention, c.attention_block, c.init_std, out_std,
+                         param_dtype, dtype, name="attn")
+        mlp = MLP(c.d_model, c.d_ff, c.mlp, c.use_bias, c.init_std, out_std, param_dtype, dtype,
+                  name="mlp")
+        x_BxTxD = x_BxTxD + attn(norm("attn_norm")(x_BxTxD), positions_BxT, segments_BxT)
+        x_BxTxD = x_BxTxD + mlp(norm("mlp_norm")(x_BxTxD))
+        x_BxTxD = constrain(x_BxTxD, ("batch", "act_len", "act_embed"))
+        return x_BxTxD, None
+
+
+def remat_block(policy_name: str, scanned: bool):
+    if policy_name == "none":
+        return Block
+    policy = None if policy_name == "full" else getattr(jax.checkpoint_policies, policy_name)
+    # Inside scan, CSE across iterations cannot happen, so prevent_cse only costs speed there.
+    return nn.remat(Block, policy=policy, prevent_cse=not scanned, static_argnums=())
+
+
+class Transformer(nn.Module):
+    """tokens (B, T) -> logits (B, T, vocab), in float32."""
+
+    cfg: object
+
+    @nn.compact
+    def __call__(self, tokens_BxT, positions_BxT=None, segments_BxT=None):
+        c = self.cfg
+        dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+        B, T = tokens_BxT.shape
+        if positions_BxT is None:
+            positions_BxT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+        embed = Embed(c.vocab_size, c.d_model, c.init_std, param_dtype, dtype, name="embed")
+        x_BxTxD = embed(tokens_BxT)
+        if c.positions == "learned":
+            table = logical_param(self, "pos_embed", (c.max_seq_len, c.d_model), (None, "embed"),
+                                  nn.initializers.normal(c.init_std), param_dtype)
+            x_BxTxD = x_BxTxD + jnp.take(table, positions_BxT, axis=0).astype(dtype)
+        x_BxTxD = constrain(x_BxTxD, ("batch", "act_len", "act_embed"))
+
+        block = remat_block(c.remat_policy, c.scan_layers)
+        if c.scan_layers:
+            stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                            in_axes=(nn.broadcast, nn.broadcast), length=c.num_layers,
+                            metadata_params={nn.PARTITION_NAME: "layers"})
+            x_BxTxD, _ = stack(c, name="layers")(x_BxTxD, positions_BxT, segments_BxT)
+        else:
+            for i in range(c.num_layers):
+                x_BxTxD, _ = block(c, name=f"layer_{i}")(x_BxTxD, positions_BxT, segments_BxT)
+
+        x_BxTxD = Norm(c.norm, c.norm_eps, c.use_bias, param_dtype, dtype, name="final_norm")(x_BxTxD)
+        if c.tie_embeddings:
+            logits = embed.attend(x_BxTxD)
+        else:
+            logits = Projection((c.d_model,), (c.vocab_size,), ("embed", "vocab"), False,
+                                c.init_std, param_dtype, dtype, name="lm_head")(x_BxTxD)
+        logits = constrain(logits, ("batch", "act_len", "act_vocab"))
+        return logits.astype(jnp.float32)

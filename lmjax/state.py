@@ -1,0 +1,86 @@
+"""The train state and how it is born: already sharded, never whole on one host."""
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from lmjax import sharding
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def strip_boxes(tree):
+    """The values inside flax's logical-axis boxes, without applying any sharding constraint."""
+    is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)
+    return jax.tree.map(lambda x: x.unbox(apply_constraint=False) if is_box(x) else x, tree,
+                        is_leaf=is_box)
+
+
+def dummy_tokens(cfg):
+    return jnp.zeros((1, cfg.train.seq_len), jnp.int32)
+
+
+def abstract_params(model, cfg):
+    """Parameter shapes with their logical axis boxes, computed without allocating anything."""
+    return jax.eval_shape(model.init, jax.random.key(0), dummy_tokens(cfg))["params"]
+
+
+def state_shardings(model, tx, cfg, mesh, logical_rules):
+    boxed = abstract_params(model, cfg)
+    param_sh = sharding.logical_to_sharding(boxed, mesh, logical_rules)
+    abstract_opt = jax.eval_shape(tx.init, strip_boxes(boxed))
+    replicated = sharding.replicated(mesh)
+    # Optimizer moments mirror the parameters; counters and scalars are replicated.
+    opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_sh,
+                                   transform_non_params=lambda _: replicated)
+    return TrainState(step=replicated, params=param_sh, opt_state=opt_sh)
+
+
+def abstract_state(model, tx, cfg, shardings: TrainState) -> TrainState:
+    """ShapeDtypeStructs with shardings: the target a checkpoint restores into."""
+    params = strip_boxes(abstract_params(model, cfg))
+    shapes = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
+                        opt_state=jax.eval_shape(tx.init, params))
+    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                        shapes, shardings)
+
+
+def init_state(model, tx, cfg, shardings: TrainState, params=None) -> TrainState:
+    """Initialises under jit with out_shardings, so each device creates only its own shards.
+
+    With `params` (fine-tuning), those weights are used and only the optimizer state is new.
+    """
+    def from_params(p):
+        return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p))
+
+    if params is not None:
+        return jax.jit(from_params, out_shardings=shardings)(params)
+
+    def init(key):
+        return from_params(nn.meta.unbox(model.init(key, dummy_tokens(cfg))["params"]))
+
+    return jax.jit(init, out_shardings=shardings)(jax.random.key(cfg.seed))
+
+
+def count_params(params) -> int:
+    return sum(x.size for x in jax.tree.leaves(params))
+
+
+def matmul_params(params) -> int:
+    """Parameters used in per-token matmuls: all but lookup tables (pos_embed; untied embedding)."""
+    total = 0
+    tied = "lm_head" not in params
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        names = [p.key for p in path if hasattr(p, "key")]
+        if names[-1] == "pos_embed" or (names[-1] == "embedding" and not tied):
+            continue
+        total += leaf.size
+    return total
