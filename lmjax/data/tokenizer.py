@@ -7,6 +7,8 @@ import json
 import os
 from typing import Sequence
 
+import numpy as np
+
 TOKENIZER_FILE = "tokenizer.json"
 
 
@@ -27,6 +29,10 @@ class Tokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         raise NotImplementedError
+
+    def encode_array(self, text: str, dtype=np.int32) -> np.ndarray:
+        """encode() as a numpy array; subclasses make it fast for long texts."""
+        return np.asarray(self.encode(text), dtype=dtype)
 
     def save(self, directory: str) -> None:
         raise NotImplementedError
@@ -65,6 +71,19 @@ class CharTokenizer(Tokenizer):
             raise ValueError(f"character {e.args[0]!r} is not in the character vocabulary "
                              f"({self.vocab_size} characters)") from None
 
+    def encode_array(self, text: str, dtype=np.int32) -> np.ndarray:
+        codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        table = np.frombuffer("".join(self.chars).encode("utf-32-le"), dtype=np.uint32)
+        order = np.argsort(table)
+        where = np.searchsorted(table, codepoints, sorter=order).clip(0, len(table) - 1)
+        ids = order[where]
+        unknown = table[ids] != codepoints
+        if unknown.any():
+            ch = chr(int(codepoints[np.argmax(unknown)]))
+            raise ValueError(f"character {ch!r} is not in the character vocabulary "
+                             f"({self.vocab_size} characters)")
+        return ids.astype(dtype)
+
     def decode(self, ids: Sequence[int]) -> str:
         return "".join(self.chars[i] for i in ids if 0 <= i < len(self.chars))
 
@@ -88,6 +107,9 @@ class ByteTokenizer(Tokenizer):
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
+
+    def encode_array(self, text: str, dtype=np.int32) -> np.ndarray:
+        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(dtype)
 
     def decode(self, ids: Sequence[int]) -> str:
         return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
