@@ -1,0 +1,170 @@
+"""Plots people compare: loss curves of several runs, and a sweep's eval loss against its fields.
+
+    lmjax-plot WORKDIR [WORKDIR ...] [--out=loss_curves.png] [--x=step|tokens]
+
+Each WORKDIR holds the metrics.jsonl that lmjax-train writes; train loss is drawn solid and eval
+loss dashed with markers, one colour per run.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+from lmjax.errors import UsageError
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    """Records of WORKDIR/metrics.jsonl, one per step (the latest wins after a resume).
+
+    A run still writing may have a half-written last line; it is skipped.
+    """
+    from etils import epath
+    path = epath.Path(workdir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    by_step = {}
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "step" in record:
+            by_step.setdefault(record["step"], {}).update(record)
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def _series(records, x_key, y_key):
+    xs, ys = [], []
+    for record in records:
+        if y_key in record and x_key in record and record[y_key] is not None:
+            xs.append(record[x_key])
+            ys.append(record[y_key])
+    return xs, ys
+
+
+def _save(fig, path: str) -> None:
+    from etils import epath
+    import matplotlib.pyplot as plt
+    out = epath.Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Write next to the target and rename, so a reader never sees half a PNG.
+    tmp = out.parent / (out.name + ".tmp")
+    with tmp.open("wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    tmp.replace(out)
+    plt.close(fig)
+
+
+def _labels(workdirs):
+    """Shortest distinguishing names: basenames, or parent/basename where basenames collide."""
+    names = [os.path.basename(os.path.normpath(w)) for w in workdirs]
+    if len(set(names)) < len(names):
+        names = [os.path.join(*os.path.normpath(w).split(os.sep)[-2:]) for w in workdirs]
+    return names
+
+
+def plot_runs(workdirs, out: str, x_key: str = "step", title: str = "") -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colors = matplotlib.colormaps["tab10" if len(workdirs) <= 10 else "viridis"]
+    drawn = 0
+    for i, (workdir, label) in enumerate(zip(workdirs, _labels(workdirs))):
+        records = read_metrics(workdir)
+        color = colors(i % 10) if len(workdirs) <= 10 else colors(i / max(1, len(workdirs) - 1))
+        xs, ys = _series(records, x_key, "train_loss")
+        if xs:
+            ax.plot(xs, ys, color=color, linewidth=1.2, alpha=0.8, label=f"{label} train")
+            drawn += 1
+        xs, ys = _series(records, x_key, "eval_loss")
+        if xs:
+            ax.plot(xs, ys, color=color, linestyle="--", marker="o", markersize=3,
+                    label=f"{label} eval")
+            drawn += 1
+    if not drawn:
+        plt.close(fig)
+        raise UsageError(f"no train_loss/eval_loss against {x_key!r} in metrics.jsonl of "
+                         f"{', '.join(workdirs)}; pass workdirs of lmjax-train runs")
+    ax.set(xlabel=x_key, ylabel="loss", title=title or "loss curves")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if drawn > 12 else 1)
+    _save(fig, out)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def plot_sweep(rows: list[dict], fields: list[str], out: str, metric: str = "eval_loss") -> bool:
+    """One panel per swept field: `metric` against the field, a line per setting of the others.
+
+    Returns False (and draws nothing) while no point has the metric yet.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if isinstance(r.get(metric), (int, float))
+            and math.isfinite(r[metric])]
+    if not done or not fields:
+        return False
+    fig, axes = plt.subplots(1, len(fields), figsize=(5 * len(fields), 4.2), squeeze=False)
+    for ax, field in zip(axes[0], fields):
+        others = [f for f in fields if f != field]
+        groups = {}
+        for row in done:
+            key = tuple((f, row.get(f)) for f in others)
+            groups.setdefault(key, []).append(row)
+        values = [row.get(field) for row in done]
+        numeric = all(_is_number(v) for v in values)
+        categories = sorted({repr(v) for v in values})
+        for key, members in sorted(groups.items(), key=lambda kv: repr(kv[0])):
+            if numeric:
+                members = sorted(members, key=lambda r: r[field])
+                xs = [r[field] for r in members]
+            else:
+                xs = [categories.index(repr(r.get(field))) for r in members]
+            label = ", ".join(f"{f.split('.')[-1]}={v}" for f, v in key) or None
+            ax.plot(xs, [r[metric] for r in members], marker="o", label=label)
+        if numeric:
+            positive = [v for v in values if v > 0]
+            if len(positive) == len(values) and max(values) / min(values) >= 10:
+                ax.set_xscale("log")
+        else:
+            ax.set_xticks(range(len(categories)), categories, rotation=30)
+        ax.set(xlabel=field, ylabel=metric)
+        ax.grid(alpha=0.3)
+        if len(groups) > 1:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{metric} of {len(done)}/{len(rows)} sweep points")
+    fig.tight_layout()
+    _save(fig, out)
+    return True
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="lmjax-plot", description=__doc__.split("\n")[0])
+    parser.add_argument("workdirs", nargs="+", help="workdirs of lmjax-train runs")
+    parser.add_argument("--out", default="loss_curves.png", help="PNG to write")
+    parser.add_argument("--x", default="step", choices=("step", "tokens"))
+    parser.add_argument("--title", default="")
+    args = parser.parse_args(argv)
+    try:
+        from etils import epath
+        missing = [w for w in args.workdirs if not epath.Path(w).is_dir()]
+        if missing:
+            raise UsageError(f"{missing[0]}: no such workdir; pass directories written by "
+                             "lmjax-train")
+        plot_runs(args.workdirs, args.out, x_key=args.x, title=args.title)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
