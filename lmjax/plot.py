@@ -5,12 +5,12 @@
 Each WORKDIR holds the metrics.jsonl that lmjax-train writes; train loss is drawn solid and eval
 loss dashed with markers, one colour per run.
 """
-import argparse
 import json
 import math
 import os
 import sys
 
+from lmjax.cli import ArgumentParser
 from lmjax.errors import UsageError
 
 
@@ -146,7 +146,7 @@ def plot_sweep(rows: list[dict], fields: list[str], out: str, metric: str = "eva
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="lmjax-plot", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="lmjax-plot", description=__doc__.split("\n")[0])
     parser.add_argument("workdirs", nargs="+", help="workdirs of lmjax-train runs")
     parser.add_argument("--out", default="loss_curves.png", help="PNG to write")
     parser.add_argument("--x", default="step", choices=("step", "tokens"))

@@ -11,7 +11,6 @@ the best local optimum wins.
 
     lmjax-scaling --workdir=ROOT [--loss=eval_loss|train_loss] [--out=ROOT/scaling.png]
 """
-import argparse
 import itertools
 import json
 import math
@@ -20,6 +19,7 @@ import sys
 
 import numpy as np
 
+from lmjax.cli import ArgumentParser
 from lmjax.errors import UsageError
 
 # Hoffmann et al. 2022, "Training Compute-Optimal Large Language Models", eq. 10 (approach 3).
@@ -201,7 +201,7 @@ def plot(coefs: dict, params, tokens, losses, path: str) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="lmjax-scaling", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="lmjax-scaling", description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", required=True, help="ROOT of a finished lmjax-sweep")
     parser.add_argument("--loss", default="eval_loss", choices=("eval_loss", "train_loss"))
     parser.add_argument("--out", default="", help="plot path (default ROOT/scaling.png)")

@@ -11,7 +11,6 @@ summary.json exists is finished and skipped, any other resumes from its checkpoi
 point does not stop the others. ROOT/results.csv, ROOT/results.png (eval loss against the swept
 fields) and ROOT/curves.png (every point's loss curves) are rewritten as points finish.
 """
-import argparse
 import copy
 import fnmatch
 import hashlib
@@ -21,6 +20,7 @@ import re
 import sys
 
 from lmjax import config as config_lib
+from lmjax.cli import ArgumentParser
 from lmjax.config import ConfigError
 from lmjax.errors import UsageError
 from lmjax.sweep_runner import Point, run_points
@@ -156,8 +156,9 @@ def train_command(spec: str, point: Point, common: dict) -> list[str]:
     return args
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="lmjax-sweep", description=__doc__.split("\n")[0])
+def parse_args(argv):
+    """lmjax-sweep's flags (the --config.FIELD=VALUE overrides already split off)."""
+    parser = ArgumentParser(prog="lmjax-sweep", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="experiments/NAME.py[:ARG] with sweep()")
     parser.add_argument("--workdir", required=True, help="ROOT: one sub-directory per point")
     parser.add_argument("--parallel", type=int, default=1, help="points running at once")
@@ -166,11 +167,18 @@ def main(argv=None) -> int:
     parser.add_argument("--num_devices", type=int, default=0,
                         help="devices each point trains on, for validating meshes (default: "
                              "count them; pass the pod's total for multi-host sweeps)")
+    args = parser.parse_args(argv)
+    if args.parallel < 1:
+        raise UsageError(f"--parallel={args.parallel}: must be >= 1")
+    if args.num_devices < 0:
+        raise UsageError(f"--num_devices={args.num_devices}: must be >= 1 (0 = count them)")
+    return args
+
+
+def main(argv=None) -> int:
     try:
         common, rest = config_lib.split_overrides(sys.argv[1:] if argv is None else argv)
-        args = parser.parse_args(rest)
-        if args.parallel < 1:
-            raise UsageError(f"--parallel={args.parallel}: must be >= 1")
+        args = parse_args(rest)
         num_devices = args.num_devices or probe_device_count()
         points = plan(args.config, args.workdir, common, num_devices, args.only)
     except UsageError as e:
