@@ -1,57 +1,29 @@
 """Training data: what the train loop asks for, whatever the tokenizer or storage.
 
-`make_data(cfg, workdir)` returns a `Data` whose `train` iterator yields host-local numpy batches
-{"inputs", "targets"} of shape (global_batch / process_count, seq_len), saves and restores its
-position as a small dict, and whose `eval_batches()` yields the same held-out batches every time.
+`make_data(cfg, workdir, process_index, process_count)` returns a `Data` whose `train` iterator
+yields host-local numpy batches {"inputs", "targets", "segment_ids", "positions"} (int32, shape
+(train.batch_size / process_count, train.seq_len)), saves and restores its position with
+get_state()/set_state() (a small JSON-able dict), and whose `eval_batches()` yields the same
+held-out batches every time.
+
+`data.path` is a directory written by lmjax-prepare, or raw text (a file, a glob, a directory of
+*.txt) that is prepared on first use into WORKDIR/data with the data.* settings.
 """
 import dataclasses
+import glob
 import os
+import re
 from typing import Callable, Iterator
 
-import numpy as np
-
-from lmjax.data.tokenizer import ByteTokenizer, CharTokenizer, Tokenizer, load_tokenizer
+from lmjax.data.tokenizer import Tokenizer
 from lmjax.errors import UsageError
 
 Batch = dict
 
-
-class RandomWindows:
-    """Batch for step s: windows at offsets drawn from (seed, s), as nanoGPT's get_batch.
-
-    Each process takes its own rows of the global batch, so hosts never read the same window.
-    """
-
-    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int,
-                 process_index: int = 0, process_count: int = 1):
-        if len(tokens) <= seq_len + 1:
-            raise UsageError(f"the data has {len(tokens)} tokens, fewer than train.seq_len+1="
-                             f"{seq_len + 1}; use more text or a shorter seq_len")
-        self.tokens, self.batch_size, self.seq_len, self.seed = tokens, batch_size, seq_len, seed
-        per_process = batch_size // process_count
-        self.rows = slice(process_index * per_process, (process_index + 1) * per_process)
-        self.step = 0
-
-    def batch_at(self, step: int) -> Batch:
-        rng = np.random.default_rng([self.seed, step])
-        starts = rng.integers(0, len(self.tokens) - self.seq_len - 1, size=self.batch_size)
-        starts = starts[self.rows]
-        windows = np.stack([self.tokens[s:s + self.seq_len + 1] for s in starts]).astype(np.int32)
-        return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> Batch:
-        batch = self.batch_at(self.step)
-        self.step += 1
-        return batch
-
-    def get_state(self) -> dict:
-        return {"step": self.step}
-
-    def set_state(self, state: dict) -> None:
-        self.step = int(state["step"])
+# How prepare()'s flag names read as config fields when it runs on first use.
+_FIELDS = {"--input": "data.path", "--vocab_size": "data.vocab_size",
+           "--valid_fraction": "data.valid_fraction", "--tokenizer": "data.tokenizer",
+           "--model_type": "data.model_type", "--invalid_utf8": "data.invalid_utf8"}
 
 
 @dataclasses.dataclass
@@ -61,48 +33,76 @@ class Data:
     eval_batches: Callable[[], Iterator[Batch]]
 
 
-def _read_text(path: str) -> str:
-    with open(path, encoding="utf-8") as f:
-        return f.read()
-
-
-def _prepare_text(cfg, workdir: str):
-    """Raw text -> tokenizer + uint16/uint32 token arrays in WORKDIR/data, once."""
+def prepared_directory(cfg, workdir: str, progress: bool = True) -> str:
+    """The prepared directory for cfg.data.path, preparing raw text into WORKDIR/data once."""
+    from lmjax.data import store
+    path = cfg.data.path
+    if not path:
+        raise UsageError("data.path is empty; set --config.data.path to a text file, a glob or "
+                         "a directory written by lmjax-prepare")
+    if os.path.isdir(path) and (store.is_complete(path) or not glob.glob(
+            os.path.join(path, "**", "*.txt"), recursive=True)):
+        return path
+    from lmjax.data.prepare import prepare
     out = os.path.join(workdir, "data")
-    if os.path.exists(os.path.join(out, "val.npy")):
-        return load_tokenizer(out), np.load(os.path.join(out, "train.npy"), mmap_mode="r"), \
-            np.load(os.path.join(out, "val.npy"), mmap_mode="r")
-    text = _read_text(cfg.data.path)
-    if not text:
-        raise UsageError(f"data.path={cfg.data.path!r}: the file is empty")
-    tokenizer = CharTokenizer.train(text) if cfg.data.tokenizer == "char" else ByteTokenizer()
-    ids = np.asarray(tokenizer.encode(text), dtype=np.uint16 if tokenizer.vocab_size < 65536
-                     else np.uint32)
-    split = int(len(ids) * (1 - cfg.data.valid_fraction))
-    os.makedirs(out, exist_ok=True)
-    tokenizer.save(out)
-    np.save(os.path.join(out, "train.npy"), ids[:split])
-    np.save(os.path.join(out, "val.npy"), ids[split:])
-    return tokenizer, ids[:split], ids[split:]
+    d = cfg.data
+    try:
+        prepare(path, out, tokenizer=d.tokenizer,
+                vocab_size=d.vocab_size if d.tokenizer == "sentencepiece" else 0,
+                model_type=d.model_type, valid_fraction=d.valid_fraction,
+                invalid_utf8=d.invalid_utf8, progress=progress, log=_quiet_log,
+                rebuild_hint=f"delete {out} or use a new --workdir")
+    except UsageError as e:
+        message = re.sub(r"--output=\S+", out,
+                         re.sub(r"--\w+", lambda m: _FIELDS.get(m.group(0), m.group(0)), str(e)))
+        raise UsageError(message) from None
+    return out
+
+
+def _quiet_log(message: str) -> None:
+    if not message.endswith("nothing to do (pass --overwrite to rebuild)"):
+        print(message, flush=True)
 
 
 def make_data(cfg, workdir: str, process_index: int = 0, process_count: int = 1) -> Data:
-    if not cfg.data.path:
-        raise UsageError("data.path is empty; set --config.data.path to a text file")
-    tokenizer, train_ids, val_ids = _prepare_text(cfg, workdir)
-    if tokenizer.vocab_size > cfg.model.vocab_size:
-        raise UsageError(f"model.vocab_size={cfg.model.vocab_size}: smaller than the tokenizer's "
-                         f"vocabulary ({tokenizer.vocab_size}); set model.vocab_size >= "
-                         f"{tokenizer.vocab_size}")
+    from lmjax.data import pipeline, store
     t = cfg.train
-    train = RandomWindows(train_ids, t.batch_size, t.seq_len, cfg.seed, process_index,
-                          process_count)
+    if t.batch_size % process_count:
+        raise UsageError(f"train.batch_size={t.batch_size}: not divisible by the "
+                         f"{process_count} processes; use a multiple of {process_count}")
+    directory = prepared_directory(cfg, workdir, progress=process_index == 0)
+    prepared = store.open_prepared(directory)
+    tokenizer = prepared.tokenizer
+    check_vocab(tokenizer, cfg.model.vocab_size, directory)
+    if not prepared.has_split("train"):
+        raise UsageError(f"data.path={directory}: has no train tokens; prepare it from text")
+    windows = pipeline.PackedWindows(prepared.split("train"), t.seq_len,
+                                     cfg.data.window_stride)
+    dataset_id = f"{prepared.metadata['tokenizer']['fingerprint']}:" \
+                 f"{prepared.metadata['splits']['train']['tokens']}"
+    train = pipeline.TrainIterator(windows, t.batch_size, cfg.seed, process_index,
+                                   process_count, cfg.data.prefetch, dataset_id)
+    eval_set = None
+    if t.eval_steps > 0:
+        if not prepared.has_split("valid"):
+            raise UsageError(f"data.path={directory}: has no valid split but train.eval_steps="
+                             f"{t.eval_steps}; prepare it with a valid fraction or valid "
+                             "files, or set train.eval_steps=0")
+        eval_set = pipeline.eval_windows(prepared.split("valid"), t.seq_len,
+                                         t.eval_steps * t.batch_size)
 
     def eval_batches():
-        # A fixed seed and fixed steps: every eval sees the same windows.
-        windows = RandomWindows(val_ids, t.batch_size, t.seq_len, seed=12345,
-                                process_index=process_index, process_count=process_count)
-        for step in range(t.eval_steps):
-            yield windows.batch_at(step)
+        if eval_set is None:
+            return iter(())
+        return pipeline.eval_batches(eval_set, t.batch_size, t.eval_steps, process_index,
+                                     process_count)
 
     return Data(tokenizer, train, eval_batches)
+
+
+def check_vocab(tokenizer: Tokenizer, model_vocab_size: int, where: str) -> None:
+    """A model must have an embedding row for every id the tokenizer can produce."""
+    if tokenizer.vocab_size > model_vocab_size:
+        raise UsageError(f"model.vocab_size={model_vocab_size}: smaller than the tokenizer's "
+                         f"{tokenizer.vocab_size} ids ({tokenizer.kind}, {where}); set "
+                         f"--config.model.vocab_size={tokenizer.vocab_size} or more")

@@ -37,7 +37,9 @@ def prepare(inputs, output: str, *, tokenizer: str = "sentencepiece", vocab_size
             model_type: str = "bpe", valid_files="", valid_fraction: float | None = None,
             workers: int = 0, tokenizer_model: str = "", overwrite: bool = False, seed: int = 0,
             input_sentence_size: int = 10_000_000, shard_tokens: int = DEFAULT_SHARD_TOKENS,
-            invalid_utf8: str = "error", progress: bool = True, log=_log) -> dict:
+            invalid_utf8: str = "error", progress: bool = True, log=_log,
+            rebuild_hint: str = "pass --overwrite to rebuild it or choose another --output"
+            ) -> dict:
     """Prepares `output` from `inputs` (a spec string or a list of files); returns its metadata."""
     started = time.perf_counter()
     _check_args(tokenizer, vocab_size, model_type, valid_files, valid_fraction, invalid_utf8,
@@ -70,7 +72,7 @@ def prepare(inputs, output: str, *, tokenizer: str = "sentencepiece", vocab_size
     if foreign:
         raise UsageError(f"--output={output}: holds files lmjax-prepare did not write "
                          f"({', '.join(foreign[:3])}); choose an empty or new directory")
-    finished = _finished(output, settings, sizes, overwrite)
+    finished = _finished(output, settings, sizes, overwrite, rebuild_hint)
     if finished:
         log(f"{output}: already prepared with these settings ({store.describe(finished)}); "
             "nothing to do (pass --overwrite to rebuild)")
@@ -86,7 +88,7 @@ def prepare(inputs, output: str, *, tokenizer: str = "sentencepiece", vocab_size
 
     os.makedirs(output, exist_ok=True)
     with _locked(output):
-        finished = _finished(output, settings, sizes, overwrite)
+        finished = _finished(output, settings, sizes, overwrite, rebuild_hint)
         if finished:  # another process finished it while this one waited for the lock
             return finished
         store.remove_own_files(output)
@@ -148,7 +150,7 @@ def _files(spec, flag):
     return src.resolve_inputs(spec, flag)
 
 
-def _finished(output, settings, sizes, overwrite) -> dict | None:
+def _finished(output, settings, sizes, overwrite, rebuild_hint) -> dict | None:
     """The metadata of a finished output made the same way, None if absent; refuses others."""
     if not store.is_complete(output):
         return None
@@ -165,8 +167,7 @@ def _finished(output, settings, sizes, overwrite) -> dict | None:
         changed.append("the input files or their sizes")
     if changed:
         raise UsageError(f"--output={output}: already holds data prepared differently "
-                         f"({'; '.join(changed[:3])}); pass --overwrite to rebuild it or "
-                         "choose another --output")
+                         f"({'; '.join(changed[:3])}); {rebuild_hint}")
     return metadata
 
 

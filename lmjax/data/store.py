@@ -143,6 +143,12 @@ class TokenSplit:
             start = end
         return np.concatenate(parts)
 
+    def read_rows(self, starts: np.ndarray, length: int) -> np.ndarray:
+        """Rows tokens[start:start+length] for each start, as one (len(starts), length) array."""
+        if len(self.shards) == 1:
+            return self.shards[0][starts[:, None] + np.arange(length)]
+        return np.stack([self.read(int(s), int(s) + length) for s in starts])
+
     def document_of(self, positions: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.doc_ends, positions, side="right")
 
