@@ -108,7 +108,12 @@ def base_config() -> ml_collections.ConfigDict:
     d.tokenizer = "char"  # char | bytes | sentencepiece (for raw text prepared on first use)
     d.vocab_size = 0  # sentencepiece vocab when raw text is prepared on first use
     d.valid_fraction = 0.1
-    d.prefetch = 2
+    d.model_type = "bpe"  # bpe | unigram: the sentencepiece model trained on first use
+    d.invalid_utf8 = "error"  # error | replace (each bad byte -> U+FFFD, counted in metadata)
+    # Train windows start every window_stride tokens (0 = seq_len: non-overlapping windows, one
+    # epoch = one pass over the tokens); 1 gives every offset, like nanoGPT's random windows.
+    d.window_stride = 0
+    d.prefetch = 2  # batches read ahead in a background thread (0 = read on demand)
 
     c.metrics = mt = ml_collections.ConfigDict()
     mt.peak_flops_per_device = 0.0  # 0 = from the device kind (measured matmul peak on CPU)
@@ -264,6 +269,8 @@ def validate(cfg, num_devices: int | None = None):
         "optim.schedule": ("cosine", "linear", "constant"),
         "train.nonfinite": ("error", "skip"),
         "data.tokenizer": ("char", "bytes", "sentencepiece"),
+        "data.model_type": ("bpe", "unigram"),
+        "data.invalid_utf8": ("error", "replace"),
     }
     for field, allowed in choices.items():
         group, leaf = field.split(".")
@@ -348,7 +355,13 @@ def _validate_mesh(cfg, num_devices):
 
 def _validate_data(cfg):
     import glob
-    path = cfg.data.path
+    d = cfg.data
+    if d.window_stride < 0 or d.prefetch < 0:
+        raise ConfigError(f"data.window_stride={d.window_stride}, data.prefetch={d.prefetch}: "
+                          "must be >= 0")
+    if not 0 <= d.valid_fraction < 1:
+        raise ConfigError(f"data.valid_fraction={d.valid_fraction}: must be in [0, 1)")
+    path = d.path
     if not path:
         return
     if not (os.path.exists(path) or glob.glob(path)):
