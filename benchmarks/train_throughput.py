@@ -1,0 +1,131 @@
+"""Training throughput of lmjax vs nanoGPT (PyTorch), side by side on this machine.
+
+    python benchmarks/train_throughput.py [--sizes baby,default] [--steps 30] [--rounds 2]
+        [--train_to_end]
+
+Each measurement runs in its own process (so peak RSS is that program's alone), alternating
+lmjax and nanoGPT (A B A B) so a machine that gets busier penalises neither. The table gives the
+median step time after warm-up, tokens/s, MFU against the f32 matmul peak measured in the same
+run, compile time and peak RSS. --train_to_end also trains the baby config to its last step with
+lmjax-train and reports the final eval loss. FLOPs per token: 6·N + 12·L·d·T (N without the
+position table), the same formula for both programs.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+EXPERIMENT = os.path.join(ROOT, "experiments", "shakespeare_char.py")
+# glibc hands XLA's large scratch buffers back to the OS after every step and page-faults them in
+# again on the next; keeping them costs memory and saves ~15% of a CPU step.
+TUNED_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "1000000000000",
+                "MALLOC_ARENA_MAX": "1"}
+
+
+def child_lmjax(size, steps, overrides):
+    sys.path.insert(0, ROOT)
+    from benchmarks.common import build_step, load, peak_rss_mib, time_steps
+    cfg = load(f"{EXPERIMENT}:size={size}", overrides)
+    compiled, state, batch, flops, compile_s = build_step(cfg)
+    seconds, _ = time_steps(compiled, state, batch, steps)
+    return {"s_per_step": seconds, "compile_s": compile_s, "flops_per_token": flops,
+            "peak_rss_mib": peak_rss_mib()}
+
+
+def child_nanogpt(size, steps):
+    sys.path.insert(0, ROOT)
+    from benchmarks.common import load, peak_rss_mib
+    from benchmarks.nanogpt_torch import time_nanogpt
+    cfg = load(f"{EXPERIMENT}:size={size}")
+    m, t = cfg.model, cfg.train
+    seconds = time_nanogpt(m.vocab_size, m.num_layers, m.num_heads, m.d_model, t.seq_len,
+                           t.batch_size, steps)
+    return {"s_per_step": seconds, "compile_s": 0.0, "peak_rss_mib": peak_rss_mib()}
+
+
+def child_peak():
+    from lmjax.metrics import measure_matmul_flops
+    return {"flops": max(measure_matmul_flops(n) for n in (1024, 2048))}
+
+
+def spawn(args, env_extra=None):
+    env = dict(os.environ, **(env_extra or {}))
+    out = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def train_to_end(size):
+    with tempfile.TemporaryDirectory() as workdir:
+        subprocess.run([sys.executable, "-m", "lmjax.train", f"--config={EXPERIMENT}:size={size}",
+                        f"--workdir={workdir}", "--config.train.progress=False",
+                        "--config.train.sample_tokens=0"], check=True,
+                       env=dict(os.environ, **TUNED_MALLOC), stdout=subprocess.DEVNULL)
+        with open(os.path.join(workdir, "summary.json")) as f:
+            return json.load(f)["eval_loss"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="baby,default")
+    parser.add_argument("--steps", type=int, default=0, help="timed steps (0 = 30 baby, 3 default)")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--train_to_end", action="store_true")
+    parser.add_argument("--child", choices=["lmjax", "nanogpt", "peak"])
+    parser.add_argument("--size", default="baby")
+    parser.add_argument("--overrides", default="{}")
+    args = parser.parse_args()
+    if args.child:
+        result = {"lmjax": lambda: child_lmjax(args.size, args.steps, json.loads(args.overrides)),
+                  "nanogpt": lambda: child_nanogpt(args.size, args.steps),
+                  "peak": child_peak}[args.child]()
+        print(json.dumps(result))
+        return
+
+    peak = spawn(["--child=peak"])["flops"]
+    print(f"f32 matmul peak measured here: {peak / 1e9:.1f} GFLOP/s")
+    rows = []
+    for size in args.sizes.split(","):
+        steps = args.steps or (30 if size == "baby" else 3)
+        results = {"lmjax": [], "nanoGPT": []}
+        for _ in range(args.rounds):
+            print(f"  {size}: lmjax ...", file=sys.stderr, flush=True)
+            results["lmjax"].append(spawn(["--child=lmjax", f"--size={size}", f"--steps={steps}"],
+                                          TUNED_MALLOC))
+            print(f"  {size}: nanoGPT ...", file=sys.stderr, flush=True)
+            results["nanoGPT"].append(spawn(["--child=nanogpt", f"--size={size}",
+                                             f"--steps={steps}"]))
+        sys.path.insert(0, ROOT)
+        from benchmarks.common import load
+        cfg = load(f"{EXPERIMENT}:size={size}")
+        tokens = cfg.train.batch_size * cfg.train.seq_len
+        flops = results["lmjax"][0]["flops_per_token"]
+        eval_loss = train_to_end(size) if args.train_to_end and size == "baby" else None
+        for name, runs in results.items():
+            s = statistics.median(r["s_per_step"] for r in runs)
+            rows.append((size, name, s * 1000, tokens / s, tokens / s * flops / peak,
+                         max(r["compile_s"] for r in runs), max(r["peak_rss_mib"] for r in runs),
+                         eval_loss if name == "lmjax" else None))
+        ratio = rows[-2][2] / rows[-1][2]
+        rows.append((size, "lmjax/nanoGPT", ratio, 1 / ratio, None, None,
+                     rows[-2][6] / rows[-1][6], None))
+
+    header = ("config", "program", "ms/step", "tokens/s", "MFU", "compile s", "peak RSS MiB",
+              "eval loss")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for size, name, ms, tps, mfu, comp, rss, loss in rows:
+        if name == "lmjax/nanoGPT":
+            print(f"| {size} | {name} (ratio) | {ms:.2f}x | {tps:.2f}x | | | {rss:.2f}x | |")
+            continue
+        print(f"| {size} | {name} | {ms:,.1f} | {tps:,.0f} | {mfu:.0%} | {comp:.1f} | {rss:,.0f} | "
+              f"{'' if loss is None else f'{loss:.4f}'} |")
+
+
+if __name__ == "__main__":
+    main()
