@@ -1,0 +1,244 @@
+"""Shared test utilities: a tiny config, the pieces of a train step, numpy references, the CLIs.
+
+The numpy functions here are independent re-implementations (float64, written from the papers'
+formulas, not from lmjax's code) that the model's modules are checked against.
+"""
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+from scipy.special import erf
+
+from lmjax.config import apply_overrides, base_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAKESPEARE = os.path.join(REPO, "lmjax", "data", "tinyshakespeare.txt")
+EXPERIMENT = os.path.join(REPO, "experiments", "shakespeare_char.py")
+
+TINY = {
+    "model.num_layers": 2, "model.d_model": 32, "model.num_heads": 4, "model.d_ff": 64,
+    "model.vocab_size": 64, "model.max_seq_len": 16,
+    "train.seq_len": 16, "train.batch_size": 8, "train.steps": 5,
+    "optim.warmup_steps": 0, "optim.schedule": "constant",
+}
+
+
+def tiny_config(overrides=None):
+    """A 2-layer, d_model 32, 4-head, vocab 64, seq 16, batch 8 config; `overrides` by dotted name."""
+    cfg = base_config()
+    apply_overrides(cfg, TINY)
+    apply_overrides(cfg, overrides or {})
+    return cfg
+
+
+def random_tokens(cfg, seed=0, batch=None):
+    rng = np.random.default_rng(seed)
+    shape = (batch or cfg.train.batch_size, cfg.train.seq_len + 1)
+    windows = rng.integers(0, cfg.model.vocab_size, size=shape).astype(np.int32)
+    return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
+
+
+def unboxed(tree):
+    from lmjax.state import strip_boxes
+    return strip_boxes(tree)
+
+
+def randomize(params, seed=0, std=0.3):
+    """Replaces every leaf with N(0, std²) (norm scales around 1), so no parameter is trivial."""
+    import jax
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    rng = np.random.default_rng(seed)
+    out = []
+    for path, leaf in leaves:
+        value = rng.normal(0.0, std, size=leaf.shape)
+        if "scale" in str(path[-1]):
+            value = 1.0 + value
+        out.append(np.asarray(value, dtype=leaf.dtype))
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def to_numpy(tree):
+    import jax
+    return jax.tree.map(lambda x: np.asarray(x, dtype=np.float64), tree)
+
+
+class TrainParts:
+    """Mesh, model, optimizer, shardings and the jitted real train step for a config.
+
+    The same pieces lmjax.train.Trainer builds, on any list of devices.
+    """
+
+    def __init__(self, cfg, devices=None):
+        import jax
+        from lmjax import sharding, state as state_lib, train
+        from lmjax.model import build_model
+        from lmjax.optim import make_optimizer
+        self.cfg = cfg
+        self.mesh = sharding.make_mesh(cfg, devices)
+        self.rules = sharding.rules(cfg)
+        self.model = build_model(cfg.model)
+        self.tx = make_optimizer(cfg)
+        with self.context():
+            self.state_sh = state_lib.state_shardings(self.model, self.tx, cfg, self.mesh,
+                                                      self.rules)
+            self.batch_sh = sharding.batch_sharding(self.mesh, self.rules)
+            self.step_fn = jax.jit(train.make_train_step(self.model, self.tx, cfg),
+                                   in_shardings=(self.state_sh, self.batch_sh),
+                                   out_shardings=(self.state_sh, None))
+
+    def context(self):
+        from lmjax.train import _MeshContext
+        return _MeshContext(self.mesh, self.rules)
+
+    def init(self, params=None):
+        from lmjax import state as state_lib
+        with self.context():
+            return state_lib.init_state(self.model, self.tx, self.cfg, self.state_sh, params)
+
+    def batch(self, host_batch):
+        from lmjax import sharding
+        return sharding.global_batch(host_batch, self.batch_sh)
+
+    def step(self, state, host_batch):
+        with self.context():
+            return self.step_fn(state, self.batch(host_batch))
+
+
+# ---------------------------------------------------------------- numpy references (float64)
+
+def assert_close(actual, expected, tol=1e-5):
+    """Equal within `tol` relative to each element, or to the tensor's scale for small elements.
+
+    float32 compute carries ~1e-7 relative error per operation on the tensor's typical magnitude,
+    so an element near zero inside a tensor of magnitude ~10 is only accurate to ~1e-6 absolute.
+    """
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
+
+
+def np_layernorm(x, scale, bias, eps):
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    y = (x - mean) / np.sqrt(var + eps) * scale
+    return y if bias is None else y + bias
+
+
+def np_rmsnorm(x, scale, eps):
+    return x / np.sqrt((x ** 2).mean(-1, keepdims=True) + eps) * scale
+
+
+def np_gelu_tanh(x):
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+def np_gelu_exact(x):
+    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+
+
+def np_silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def np_dense(x, p, n_in=1):
+    """x @ kernel (+ bias), contracting x's last n_in dims with the kernel's first n_in."""
+    kernel = p["kernel"]
+    y = np.tensordot(x, kernel, axes=(list(range(x.ndim - n_in, x.ndim)), list(range(n_in))))
+    return y + p["bias"] if "bias" in p else y
+
+
+def np_mlp(x, p, kind):
+    if kind == "swiglu":
+        h = np_silu(np_dense(x, p["gate"])) * np_dense(x, p["up"])
+        return np_dense(h, p["down"])
+    act = np_gelu_tanh if kind == "gelu" else np_gelu_exact
+    return np_dense(act(np_dense(x, p["fc_in"])), p["fc_out"])
+
+
+def np_rope(x_BTHK, positions_BT, theta):
+    """Rotary embedding as a complex rotation of (x[i], x[i + K/2]) by position * theta^(-2i/K)."""
+    K = x_BTHK.shape[-1]
+    half = K // 2
+    inv_freq = theta ** (-2.0 * np.arange(half) / K)
+    angle = positions_BT[:, :, None, None] * inv_freq  # B, T, 1, K/2
+    z = (x_BTHK[..., :half] + 1j * x_BTHK[..., half:]) * np.exp(1j * angle)
+    return np.concatenate([z.real, z.imag], axis=-1)
+
+
+def np_attention(x, p, num_heads, num_kv_heads, positions=None, rope_theta=None, segments=None):
+    """Causal softmax attention; kv head g serves query heads [g*H/G, (g+1)*H/G)."""
+    B, T, _ = x.shape
+    q, k, v = np_dense(x, p["query"]), np_dense(x, p["key"]), np_dense(x, p["value"])
+    if positions is None:
+        positions = np.broadcast_to(np.arange(T), (B, T))
+    if rope_theta is not None:
+        q, k = np_rope(q, positions, rope_theta), np_rope(k, positions, rope_theta)
+    group = num_heads // num_kv_heads
+    k, v = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
+    scores = np.einsum("bthk,bshk->bhts", q, k) / math.sqrt(q.shape[-1])
+    allowed = np.tril(np.ones((T, T), bool))[None, None]
+    if segments is not None:
+        allowed = allowed & (segments[:, None, :, None] == segments[:, None, None, :])
+    scores = np.where(allowed, scores, -np.inf)
+    scores = scores - scores.max(-1, keepdims=True)
+    probs = np.exp(scores)
+    probs /= probs.sum(-1, keepdims=True)
+    out = np.einsum("bhts,bshk->bthk", probs, v)
+    return np_dense(out, p["out"], n_in=2)
+
+
+def np_norm(x, p, kind, eps):
+    if kind == "layernorm":
+        return np_layernorm(x, p["scale"], p.get("bias"), eps)
+    return np_rmsnorm(x, p["scale"], eps)
+
+
+def np_transformer(tokens, params, mc, positions=None, segments=None):
+    """The whole decoder (pre-norm blocks, final norm, tied or untied head) in numpy."""
+    B, T = tokens.shape
+    if positions is None:
+        positions = np.broadcast_to(np.arange(T), (B, T))
+    x = params["embed"]["embedding"][tokens]
+    if mc.positions == "learned":
+        x = x + params["pos_embed"][positions]
+    rope_theta = mc.rope_theta if mc.positions == "rope" else None
+    for i in range(mc.num_layers):
+        p = params[f"layer_{i}"]
+        x = x + np_attention(np_norm(x, p["attn_norm"], mc.norm, mc.norm_eps), p["attn"],
+                             mc.num_heads, mc.num_kv_heads or mc.num_heads, positions,
+                             rope_theta, segments)
+        x = x + np_mlp(np_norm(x, p["mlp_norm"], mc.norm, mc.norm_eps), p["mlp"], mc.mlp)
+    x = np_norm(x, params["final_norm"], mc.norm, mc.norm_eps)
+    if mc.tie_embeddings:
+        return x @ params["embed"]["embedding"].T
+    return np_dense(x, params["lm_head"])
+
+
+def np_cross_entropy(logits, targets):
+    logits = logits - logits.max(-1, keepdims=True)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    return -np.take_along_axis(logp, targets[..., None], axis=-1).mean()
+
+
+# ---------------------------------------------------------------- command lines
+
+def cli_env(**extra):
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    env["JAX_PLATFORMS"] = "cpu"
+    env.update(extra)
+    return env
+
+
+def run_module(module, args, timeout=300, **env):
+    """`python -m module args...` from the repo root; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=cli_env(**env),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_script(code, timeout=300, **env):
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=cli_env(**env),
+                          capture_output=True, text=True, timeout=timeout)
