@@ -53,7 +53,7 @@ def prepared_directory(cfg, workdir: str, progress: bool = True) -> str:
                 invalid_utf8=d.invalid_utf8, progress=progress, log=_quiet_log,
                 rebuild_hint=f"delete {out} or use a new --workdir")
     except UsageError as e:
-        message = re.sub(r"--output=\S+", out,
+        message = re.sub(r"--output=\S+?(?=[:;,]?(\s|$))", out,
                          re.sub(r"--\w+", lambda m: _FIELDS.get(m.group(0), m.group(0)), str(e)))
         raise UsageError(message) from None
     return out
