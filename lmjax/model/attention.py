@@ -75,6 +75,27 @@ def dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT):
     return jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, mask=mask[:, None])
 
 
+def cached_attention(module: nn.Module, q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, positions_BxT,
+                     cache_len: int):
+    """Attention over a KV cache in the module's 'cache' collection (incremental decoding).
+
+    Row b's T new keys/values are written at cache slots positions[b, 0] ... positions[b, 0]+T-1
+    (slot = position), and each query sees the slots at or before its own position. Rows may sit
+    at different positions; slots past a row's position may hold stale values and are masked.
+    """
+    B, T, G, K = k_BxTxGxK.shape
+    names = ("batch", None, "act_kv_heads", None)
+    cached_k = module.variable("cache", "cached_key", jnp.zeros, (B, cache_len, G, K), k_BxTxGxK.dtype)
+    cached_v = module.variable("cache", "cached_value", jnp.zeros, (B, cache_len, G, K), v_BxTxGxK.dtype)
+    write = jax.vmap(lambda cache, new, start: jax.lax.dynamic_update_slice(cache, new,
+                                                                            (start, 0, 0)))
+    start_B = positions_BxT[:, 0]
+    cached_k.value = constrain(write(cached_k.value, k_BxTxGxK, start_B), names)
+    cached_v.value = constrain(write(cached_v.value, v_BxTxGxK, start_B), names)
+    mask_BxTxS = positions_BxT[:, :, None] >= jnp.arange(cache_len)[None, None, :]
+    return einsum_attention(q_BxTxHxK, cached_k.value, cached_v.value, mask_BxTxS)
+
+
 class Attention(nn.Module):
     d_model: int
     num_heads: int
@@ -89,6 +110,7 @@ class Attention(nn.Module):
     out_init_std: float
     param_dtype: jnp.dtype
     dtype: jnp.dtype
+    decode_len: int = 0  # > 0: decode with a KV cache of this many slots (see cached_attention)
 
     @nn.compact
     def __call__(self, x_BxTxD, positions_BxT, segments_BxT=None):
@@ -109,7 +131,9 @@ class Attention(nn.Module):
             k = rope(k, positions_BxT, self.rope_theta)
 
         T = x_BxTxD.shape[1]
-        if self.backend == "dot_product":
+        if self.decode_len:
+            out = cached_attention(self, q, k, v, positions_BxT, self.decode_len)
+        elif self.backend == "dot_product":
             out = dot_product_attention(q, k, v, segments_BxT)
         elif self.backend == "blockwise":
             out = blockwise_attention(q, k, v, segments_BxT, self.block)

@@ -16,6 +16,7 @@ from lmjax.model.mlp import MLP
 
 class Block(nn.Module):
     cfg: object  # the model section of the config
+    decode_len: int = 0  # > 0: attention keeps a KV cache of this length ('cache' collection)
 
     @nn.compact
     def __call__(self, x_BxTxD, positions_BxT, segments_BxT):
@@ -29,7 +30,7 @@ class Block(nn.Module):
         attn = Attention(c.d_model, c.num_heads, c.num_kv_heads or c.num_heads,
                          c.head_dim or c.d_model // c.num_heads, c.use_bias, c.positions,
                          c.rope_theta, c.attention, c.attention_block, c.init_std, out_std,
-                         param_dtype, dtype, name="attn")
+                         param_dtype, dtype, decode_len=self.decode_len, name="attn")
         mlp = MLP(c.d_model, c.d_ff, c.mlp, c.use_bias, c.init_std, out_std, param_dtype, dtype,
                   name="mlp")
         x_BxTxD = x_BxTxD + attn(norm("attn_norm")(x_BxTxD), positions_BxT, segments_BxT)
@@ -50,6 +51,7 @@ class Transformer(nn.Module):
     """tokens (B, T) -> logits (B, T, vocab), in float32."""
 
     cfg: object
+    decode_len: int = 0  # > 0: incremental decoding with a KV cache (lmjax.generate)
 
     @nn.compact
     def __call__(self, tokens_BxT, positions_BxT=None, segments_BxT=None):
@@ -68,13 +70,13 @@ class Transformer(nn.Module):
 
         block = remat_block(c.remat_policy, c.scan_layers)
         if c.scan_layers:
-            stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+            stack = nn.scan(block, variable_axes={"params": 0, "cache": 0}, split_rngs={"params": True},
                             in_axes=(nn.broadcast, nn.broadcast), length=c.num_layers,
                             metadata_params={nn.PARTITION_NAME: "layers"})
-            x_BxTxD, _ = stack(c, name="layers")(x_BxTxD, positions_BxT, segments_BxT)
+            x_BxTxD, _ = stack(c, self.decode_len, name="layers")(x_BxTxD, positions_BxT, segments_BxT)
         else:
             for i in range(c.num_layers):
-                x_BxTxD, _ = block(c, name=f"layer_{i}")(x_BxTxD, positions_BxT, segments_BxT)
+                x_BxTxD, _ = block(c, self.decode_len, name=f"layer_{i}")(x_BxTxD, positions_BxT, segments_BxT)
 
         x_BxTxD = Norm(c.norm, c.norm_eps, c.use_bias, param_dtype, dtype, name="final_norm")(x_BxTxD)
         if c.tie_embeddings:
