@@ -1,40 +1,253 @@
-"""Checkpoints on orbax's CheckpointManager: train state + data iterator position + config."""
+"""Checkpoints on orbax's CheckpointManager: train state + data iterator position + config.
+
+A step directory WORKDIR/checkpoints/<step>/ holds three items and step metadata:
+  state   the TrainState (orbax StandardSave: each process writes its own shards)
+  data    {"process_count": n, "states": [state of process 0, ..., process n-1]} (JSON)
+  config  the run's config (JSON)
+  custom metadata: step, tokens_seen, wall_time, lmjax_version, process_count.
+
+Orbax writes a step into a temporary directory and renames it when every item is complete, so a
+save killed half-way never shows up as a step; deletions of old steps (keep the last
+train.keep_checkpoints, and every train.keep_every-th for good) run only after the new step has
+been committed. Restoring walks back from the newest step past any that cannot be read.
+"""
 import json
 import os
+import shutil
 import time
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+import lmjax
+from lmjax.errors import UsageError
 
 STATE, DATA, CONFIG = "state", "data", "config"
+ITEMS = (STATE, DATA, CONFIG)
+QUARANTINE = "checkpoints_unreadable"
 
 
-def make_manager(workdir: str, train_cfg) -> ocp.CheckpointManager:
+
+class NonFiniteCheckpointError(RuntimeError):
+    """The state about to be saved holds NaN or Inf; nothing was written."""
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.abspath(os.path.join(workdir, "checkpoints"))
+
+
+def make_manager(workdir: str, train_cfg=None, read_only: bool = False,
+                 timeout_s: int = 1200) -> ocp.CheckpointManager:
+    """The run's manager: keep the last `keep_checkpoints` steps and every `keep_every`-th.
+
+    Saves are asynchronous; the loop decides when to save (see `should_save`), so the manager
+    never second-guesses a step it is handed.
+    """
+    keep = []
+    if train_cfg is not None:
+        keep.append(policies.LatestN(n=max(1, train_cfg.keep_checkpoints)))
+        if train_cfg.keep_every:
+            keep.append(policies.EveryNSteps(interval_steps=train_cfg.keep_every))
+    preservation = policies.AnyPreservationPolicy(keep) if keep else policies.LatestN(n=None)
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=train_cfg.keep_checkpoints,
-        keep_period=train_cfg.keep_every or None,
+        preservation_policy=preservation,
         enable_async_checkpointing=True,
-        create=True,
+        async_options=ocp.options.AsyncOptions(timeout_secs=timeout_s),
+        create=not read_only,
+        read_only=read_only,
+        # Half-written steps from a killed save are left for inspection, never listed as steps.
+        cleanup_tmp_directories=False,
     )
-    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
-                                 options=options, item_names=(STATE, DATA, CONFIG))
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+                                 handler_registry=_handler_registry())
+
+
+def _handler_registry():
+    # Registered up front so metadata can be read before any save or restore.
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    registry.add(STATE, ocp.args.StandardSave, ocp.StandardCheckpointHandler)
+    registry.add(STATE, ocp.args.StandardRestore, ocp.StandardCheckpointHandler)
+    for item in (DATA, CONFIG):
+        registry.add(item, ocp.args.JsonSave, ocp.JsonCheckpointHandler)
+        registry.add(item, ocp.args.JsonRestore, ocp.JsonCheckpointHandler)
+    return registry
+
+
+def should_save(step: int, total_steps: int, every: int) -> bool:
+    """Every `every` steps and always at the end (preemption saves are decided by the loop)."""
+    return step % every == 0 or step == total_steps
+
+
+def all_finite(tree) -> bool:
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    if not leaves:
+        return True
+    return bool(jax.jit(lambda xs: jnp.all(jnp.stack([jnp.isfinite(x).all() for x in xs])))(
+        leaves))
+
+
+def gather_data_states(local_state: dict) -> list:
+    """Every process's data iterator state, in process order, on every process."""
+    if jax.process_count() == 1:
+        return [local_state]
+    from jax.experimental import multihost_utils
+    encoded = np.frombuffer(json.dumps(local_state).encode(), dtype=np.uint8)
+    lengths = multihost_utils.process_allgather(np.asarray([encoded.size], np.int32))
+    padded = np.zeros(int(np.max(lengths)), np.uint8)
+    padded[:encoded.size] = encoded
+    gathered = multihost_utils.process_allgather(padded)
+    return [json.loads(bytes(row[:int(n)]).decode())
+            for row, n in zip(np.asarray(gathered), np.asarray(lengths).reshape(-1))]
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, data_state: dict, config: dict,
-         tokens_seen: int, force: bool = False) -> bool:
-    metadata = {"step": int(step), "tokens_seen": int(tokens_seen), "wall_time": time.time()}
+         tokens_seen: int, force: bool = True) -> bool:
+    """Starts an asynchronous save of `state` at `step`; every process must call it.
+
+    Raises NonFiniteCheckpointError, writing nothing, if the state holds NaN or Inf.
+    """
+    if not all_finite((state.params, state.opt_state)):
+        raise NonFiniteCheckpointError(
+            f"the train state at step {step} holds NaN or Inf values; no checkpoint was written "
+            "(the newest good one is kept). Lower optim.lr or check the initial parameters")
+    states = gather_data_states(data_state)
+    metadata = {"step": int(step), "tokens_seen": int(tokens_seen), "wall_time": time.time(),
+                "lmjax_version": lmjax.__version__, "process_count": jax.process_count()}
     return manager.save(step, args=ocp.args.Composite(**{
         STATE: ocp.args.StandardSave(state),
-        DATA: ocp.args.JsonSave(data_state),
+        DATA: ocp.args.JsonSave({"process_count": jax.process_count(), "states": states}),
         CONFIG: ocp.args.JsonSave(config),
     }), custom_metadata=metadata, force=force)
 
 
-def restore(manager: ocp.CheckpointManager, step: int, abstract_state):
+def step_metadata(manager: ocp.CheckpointManager, step: int) -> dict:
+    return dict(manager.metadata(step).custom_metadata or {})
+
+
+def _leaf_name(path) -> str:
+    return jax.tree_util.keystr(path, simple=True, separator="/")
+
+
+def _saved_shapes(manager, step) -> dict:
+    """{'params/blocks_0/...': shape} of the saved state, read from metadata only."""
+    meta = manager.item_metadata(step)[STATE]
+    tree = getattr(meta, "tree", meta)
+    is_leaf = lambda x: hasattr(x, "shape") and hasattr(x, "dtype")
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]
+    return {_leaf_name(p): tuple(leaf.shape) for p, leaf in flat if is_leaf(leaf)}
+
+
+def check_compatible(manager, step: int, abstract_state):
+    """UsageError naming every leaf whose shape (or presence) differs from the model's."""
+    saved = _saved_shapes(manager, step)
+    wanted = {_leaf_name(p): tuple(leaf.shape)
+              for p, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
+    problems = []
+    # Parameters first: they say what changed; optimizer moments only repeat them.
+    for name in sorted(set(saved) | set(wanted), key=lambda n: (not n.startswith("params"), n)):
+        if name not in saved:
+            problems.append(f"{name} {wanted[name]} is missing from the checkpoint")
+        elif name not in wanted:
+            problems.append(f"{name} {saved[name]} is in the checkpoint but not in the model")
+        elif saved[name] != wanted[name]:
+            problems.append(f"{name}: checkpoint {saved[name]} vs model {wanted[name]}")
+    if problems:
+        shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more"
+                                            if len(problems) > 4 else "")
+        raise UsageError(f"checkpoint {manager.directory / str(step)} does not fit this model "
+                         f"(or optimizer): {shown}. Use the config it was trained with, or "
+                         "another --workdir")
+
+
+def restore_step(manager, step: int, abstract_state):
+    """(state, data item) of one step, each shard read straight onto the device that owns it."""
     restored = manager.restore(step, args=ocp.args.Composite(**{
         STATE: ocp.args.StandardRestore(abstract_state),
         DATA: ocp.args.JsonRestore(),
     }))
     return restored[STATE], restored[DATA]
+
+
+def local_data_state(data_item: dict, what: str):
+    """This process's iterator state out of the saved per-process list.
+
+    With the same process count each process takes its own entry; with another count the
+    states must agree (a position that depends only on the step), since the rows each process
+    reads are re-assigned.
+    """
+    states = data_item.get("states") if isinstance(data_item, dict) else None
+    if states is None:  # a single state saved without the per-process list
+        return data_item
+    if len(states) == jax.process_count():
+        return states[jax.process_index()]
+    if all(s == states[0] for s in states):
+        return states[0]
+    raise UsageError(f"{what}: saved by {len(states)} processes whose data positions differ; "
+                     f"restore it with {len(states)} processes")
+
+
+def _quarantine(manager, steps, reasons):
+    """Moves unreadable steps out of the way, so the run can save those steps again."""
+    target_root = os.path.join(os.path.dirname(str(manager.directory)), QUARANTINE)
+    if jax.process_index() == 0:
+        for step, reason in zip(steps, reasons):
+            source = os.path.join(str(manager.directory), str(step))
+            if not os.path.isdir(source):
+                continue
+            os.makedirs(target_root, exist_ok=True)
+            target = os.path.join(target_root, f"{step}-{int(time.time())}")
+            shutil.move(source, target)
+            with open(os.path.join(target, "WHY.txt"), "w") as f:
+                f.write(reason + "\n")
+    _barrier("lmjax_quarantine")
+    manager.reload()
+    return target_root
+
+
+def _barrier(name: str):
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
+def restore_latest(manager, abstract_state, warn=print):
+    """(step, state, data item) of the newest readable checkpoint, or None when there is none.
+
+    A step that cannot be read (killed mid-save, truncated or missing files) is reported by
+    `warn` and the next older step is tried; once one restores, the unreadable newer ones move
+    to WORKDIR/checkpoints_unreadable/ (kept for inspection, out of the way of new saves). A step
+    that does not fit the model is a UsageError: no fallback hides that. When no step is
+    readable nothing is moved and the UsageError lists why.
+    """
+    steps = sorted(manager.all_steps(), reverse=True)
+    bad_steps, reasons = [], []
+    for step in steps:
+        where = manager.directory / str(step)
+        try:
+            check_compatible(manager, step, abstract_state)
+            state, data_item = restore_step(manager, step, abstract_state)
+        except UsageError:
+            raise
+        except Exception as e:  # orbax and tensorstore raise many types for unreadable files
+            text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            reason = f"{type(e).__name__}: {text}"[:300]
+            bad_steps.append(step)
+            reasons.append(reason)
+            warn(f"warning: checkpoint {where} is unreadable ({reason}); trying an older one")
+            continue
+        if bad_steps:
+            moved_to = _quarantine(manager, bad_steps, reasons)
+            warn(f"warning: resuming from {where}, the newest readable checkpoint; the unreadable "
+                 f"step(s) {', '.join(map(str, bad_steps))} were moved to {moved_to}")
+        return step, state, data_item
+    if bad_steps:
+        details = "; ".join(f"step {s}: {r}" for s, r in zip(bad_steps, reasons))
+        raise UsageError(f"no readable checkpoint in {manager.directory} ({details}); move the "
+                         "directory away to start afresh")
+    return None
 
 
 def dump_config(config_dict: dict) -> dict:
