@@ -12,10 +12,44 @@ def _fail(message: str):
 
 
 def _run(fn):
+    from lmjax.preemption import Preempted
     try:
         return fn()
     except UsageError as e:
         _fail(str(e))
+    except Preempted as e:
+        _say_once(str(e))
+        sys.exit(e.exit_code)
+    except RuntimeError as e:
+        # A NaN/Inf stop is the run's outcome, not a crash: one line, exit code 1.
+        from lmjax.checkpoint import NonFiniteCheckpointError
+        from lmjax.train import NonFiniteError
+        if not isinstance(e, (NonFiniteError, NonFiniteCheckpointError)):
+            raise
+        _say_once(f"error: {e}")
+        sys.exit(1)
+
+
+def _say_once(message: str):
+    """Prints on process 0 only, so a multi-process run reports once."""
+    import jax
+    if jax.process_index() == 0:
+        print(message, file=sys.stderr, flush=True)
+
+
+def check_workdir(workdir: str):
+    """UsageError unless `workdir` is (or can become) a writable directory."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise UsageError(f"--workdir={workdir}: exists and is not a directory")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, f".lmjax-write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise UsageError(f"--workdir={workdir}: cannot write there ({e.strerror or e}); pick a "
+                         "directory you can write to") from None
 
 
 def parse_train_args(argv):
@@ -26,23 +60,26 @@ def parse_train_args(argv):
     parser.add_argument("--config", required=True,
                         help="experiments/NAME.py[:ARG], the experiment and its variant")
     parser.add_argument("--workdir", required=True, help="where checkpoints and metrics go")
+    from lmjax import distributed
+    distributed.add_flags(parser)
     args, unknown = parser.parse_known_args(rest)
     if unknown:
         raise UsageError(f"unknown argument {unknown[0]!r}; fields are set with "
                          "--config.FIELD=VALUE")
     cfg = config_lib.load_config(args.config)
     config_lib.apply_overrides(cfg, overrides)
-    return cfg, args.workdir
+    return cfg, args.workdir, distributed.settings_from(args)
 
 
 def train_main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
 
     def run():
-        cfg, workdir = parse_train_args(argv)
-        if os.path.exists(workdir) and not os.path.isdir(workdir):
-            raise UsageError(f"--workdir={workdir}: exists and is not a directory")
-        from lmjax import config as config_lib
+        cfg, workdir, dist = parse_train_args(argv)
+        check_workdir(workdir)
+        from lmjax import config as config_lib, distributed
+        # Before anything touches a device: the processes must first find each other.
+        distributed.initialize(dist)
         import jax
         config_lib.validate(cfg, jax.device_count())
         from lmjax.train import train
@@ -70,6 +107,27 @@ def sample_main(argv=None):
                            args.max_new_tokens, run_.cfg.model.max_seq_len, args.temperature,
                            args.top_k, args.seed)
         print(text)
+
+    _run(run)
+
+
+def export_main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    from lmjax.cli import ArgumentParser
+    parser = ArgumentParser(prog="lmjax-export", description=(
+        "Write a checkpoint's parameters, config and tokenizer to a directory that "
+        "lmjax-sample, evaluation and HF conversion read."))
+    parser.add_argument("--workdir", required=True, help="a training run's workdir")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    parser.add_argument("--output", required=True, help="a new directory to write")
+    args = parser.parse_args(argv)
+
+    def run():
+        from lmjax.export import check_output, export
+        if not os.path.isdir(args.workdir):
+            raise UsageError(f"--workdir={args.workdir}: no such directory")
+        check_output(args.output)
+        export(args.workdir, args.output, args.step)
 
     _run(run)
 

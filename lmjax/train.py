@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lmjax import checkpoint, config as config_lib, metrics as metrics_lib, sharding
+from lmjax import checkpoint, config as config_lib, metrics as metrics_lib, preemption, sharding
 from lmjax import state as state_lib
 from lmjax.data import make_data
 from lmjax.model import build_model, flops_per_token
@@ -115,15 +115,21 @@ class Trainer:
             print(message, flush=True)
 
     def init_or_restore(self):
-        latest = self.manager.latest_step()
+        """The newest readable checkpoint, read onto this mesh, or a fresh init at step 0."""
         with self.mesh_context():
-            if latest is None:
-                return state_lib.init_state(self.model, self.tx, self.cfg, self.state_sh), 0
             abstract = state_lib.abstract_state(self.model, self.tx, self.cfg, self.state_sh)
-            state, data_state = checkpoint.restore(self.manager, latest, abstract)
-        self.data.train.set_state(data_state)
-        self.log(f"resumed from step {latest} ({self.manager.directory})")
+            found = checkpoint.restore_latest(self.manager, abstract, warn=self.warn)
+            if found is None:
+                return state_lib.init_state(self.model, self.tx, self.cfg, self.state_sh), 0
+        latest, state, data_item = found
+        where = self.manager.directory / str(latest)
+        self.data.train.set_state(checkpoint.local_data_state(data_item, str(where)))
+        self.log(f"resumed from step {latest} ({where})")
         return state, latest
+
+    def warn(self, message: str):
+        if self.is_main:
+            print(message, file=sys.stderr, flush=True)
 
     def evaluate(self, params) -> float:
         total, count = 0.0, 0.0
@@ -174,7 +180,7 @@ class Trainer:
         pending, window_start, skipped = [], time.perf_counter(), 0
         eval_loss, train_loss, run_start = float("nan"), float("nan"), time.perf_counter()
         step = start
-        with self.mesh_context():
+        with self.mesh_context(), preemption.PreemptionWatch() as watch:
             while step < t.steps:
                 if step > start:
                     batch = sharding.global_batch(next(self.data.train), self.batch_sh)
@@ -182,7 +188,11 @@ class Trainer:
                 step += 1
                 pending.append(step_metrics)
                 last = step == t.steps
-                if step % t.log_every == 0 or last:
+                # Every host asks every step, so all of them stop at the same one.
+                stop = watch.should_stop(step)
+                saving = step % t.checkpoint_every == 0 or last or stop
+                # Metrics are flushed (and checked for NaN) before any save.
+                if step % t.log_every == 0 or saving:
                     values = jax.device_get(pending)
                     bad = [start_step for start_step, m in
                            zip(range(step - len(values) + 1, step + 1), values) if not m["finite"]]
@@ -208,16 +218,24 @@ class Trainer:
                     progress.update(step - progress.n)
                     progress.set_postfix(loss=f"{train_loss:.4f}", tok_s=f"{tps:,.0f}")
                     pending, window_start = [], time.perf_counter()
-                if step % t.eval_every == 0 or last:
+                if (step % t.eval_every == 0 or last) and not stop:
                     if t.eval_steps > 0:
                         eval_loss = self.evaluate(state.params)
                         writer.write(step, {"eval_loss": eval_loss})
                         progress.write(f"step {step}: eval loss {eval_loss:.4f}") \
                             if self.is_main else None
                     window_start = time.perf_counter()
-                if step % t.checkpoint_every == 0 or last:
+                if saving:
                     checkpoint.save(self.manager, step, state, self.data.train.get_state(),
                                     checkpoint.dump_config(cfg.to_dict()), step * tokens_per_step)
+                if stop:
+                    self.manager.wait_until_finished()
+                    progress.close()
+                    writer.close()
+                    raise preemption.Preempted(
+                        f"stopped on {watch.signal_name} after step {step}; checkpoint "
+                        f"{self.manager.directory / str(step)} is complete. Run the same command "
+                        "again to resume from it", watch.exit_code)
         self.manager.wait_until_finished()
         progress.close()
         writer.close()
