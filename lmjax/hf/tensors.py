@@ -1,0 +1,119 @@
+"""Which HF tensor holds which lmjax parameter, and the reshapes/transposes between them.
+
+lmjax kernels are (in..., out...): query (d_model, heads, head_dim), out (heads, head_dim,
+d_model), MLP (d_model, d_ff) / (d_ff, d_model). torch nn.Linear weights are (out, in); GPT-2's
+Conv1D weights are (in, out), with q, k and v fused along the output axis of c_attn.
+"""
+import dataclasses
+import math
+
+import numpy as np
+
+from lmjax.hf.configs import GPT2
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    path: tuple  # lmjax parameter path, below the layer for per-layer entries
+    hf: str | None  # HF tensor name, "{i}" = layer index; None = HF has none (zeros in lmjax)
+    kind: str  # copy (same shape) | flat (HF 1-D) | conv (HF (in, out)) | linear (HF (out, in))
+    n_in: int = 1  # leading lmjax dims on the input side of a kernel (0 for biases)
+    part: tuple = (0, 1)  # (index, count): one of `count` equal slices of HF's last axis
+    layer: bool = True
+
+    def hf_shape(self, lmjax_shape) -> tuple:
+        lead = math.prod(lmjax_shape[:self.n_in])
+        rest = math.prod(lmjax_shape[self.n_in:])
+        count = self.part[1]
+        if self.kind == "copy":
+            return tuple(lmjax_shape)
+        if self.kind == "flat":
+            return (math.prod(lmjax_shape),)
+        if self.kind == "conv":
+            return (lead, rest * count) if self.n_in else (rest * count,)
+        return (rest, lead)  # linear
+
+    def to_lmjax(self, hf_value: np.ndarray, lmjax_shape) -> np.ndarray:
+        index, count = self.part
+        if self.kind == "linear":
+            hf_value = hf_value.T
+        if count > 1:
+            width = hf_value.shape[-1] // count
+            hf_value = hf_value[..., index * width:(index + 1) * width]
+        return np.ascontiguousarray(hf_value).reshape(lmjax_shape)
+
+    def to_hf(self, values: list) -> np.ndarray:
+        """HF tensor from the lmjax values of all parts of this entry's HF tensor, in order."""
+        shape = values[0].shape
+        lead, rest = math.prod(shape[:self.n_in]), math.prod(shape[self.n_in:])
+        if self.kind == "copy":
+            return values[0]
+        if self.kind == "flat":
+            return values[0].reshape(-1)
+        if self.kind == "conv":
+            flat = [v.reshape((lead, rest) if self.n_in else (rest,)) for v in values]
+            return np.concatenate(flat, axis=-1) if len(flat) > 1 else flat[0]
+        return np.ascontiguousarray(values[0].reshape(lead, rest).T)
+
+
+def entries(family: str, model_cfg, hf_cfg: dict, prefix: str) -> list[Entry]:
+    """All lmjax <- HF correspondences for one model (biases only where lmjax has them)."""
+    m = model_cfg
+    if family == GPT2:
+        return _gpt2(m, prefix)
+    return _llama(m, hf_cfg, prefix)
+
+
+def _gpt2(m, p) -> list[Entry]:
+    h = p + "h.{i}."
+    out = [Entry(("embed", "embedding"), p + "wte.weight", "copy", layer=False),
+           Entry(("pos_embed",), p + "wpe.weight", "copy", layer=False),
+           Entry(("final_norm", "scale"), p + "ln_f.weight", "copy", layer=False),
+           Entry(("final_norm", "bias"), p + "ln_f.bias", "copy", layer=False)]
+    if not m.tie_embeddings:
+        out.append(Entry(("lm_head", "kernel"), "lm_head.weight", "linear", layer=False))
+    for norm, hf in (("attn_norm", "ln_1"), ("mlp_norm", "ln_2")):
+        out += [Entry((norm, "scale"), h + hf + ".weight", "copy"),
+                Entry((norm, "bias"), h + hf + ".bias", "copy")]
+    for j, name in enumerate(("query", "key", "value")):
+        out += [Entry(("attn", name, "kernel"), h + "attn.c_attn.weight", "conv", 1, (j, 3)),
+                Entry(("attn", name, "bias"), h + "attn.c_attn.bias", "conv", 0, (j, 3))]
+    out += [Entry(("attn", "out", "kernel"), h + "attn.c_proj.weight", "conv", 2),
+            Entry(("attn", "out", "bias"), h + "attn.c_proj.bias", "conv", 0),
+            Entry(("mlp", "fc_in", "kernel"), h + "mlp.c_fc.weight", "conv", 1),
+            Entry(("mlp", "fc_in", "bias"), h + "mlp.c_fc.bias", "conv", 0),
+            Entry(("mlp", "fc_out", "kernel"), h + "mlp.c_proj.weight", "conv", 1),
+            Entry(("mlp", "fc_out", "bias"), h + "mlp.c_proj.bias", "conv", 0)]
+    return out
+
+
+def _llama(m, hf_cfg, p) -> list[Entry]:
+    h = p + "layers.{i}."
+    out = [Entry(("embed", "embedding"), p + "embed_tokens.weight", "copy", layer=False),
+           Entry(("final_norm", "scale"), p + "norm.weight", "copy", layer=False)]
+    if not m.tie_embeddings:
+        out.append(Entry(("lm_head", "kernel"), "lm_head.weight", "linear", layer=False))
+    out += [Entry(("attn_norm", "scale"), h + "input_layernorm.weight", "copy"),
+            Entry(("mlp_norm", "scale"), h + "post_attention_layernorm.weight", "copy")]
+    attention_bias = hf_cfg.get("attention_bias", m.use_bias)
+    mlp_bias = hf_cfg.get("mlp_bias", m.use_bias)
+    for name, hf, n_in, has_bias in (
+            ("query", "self_attn.q_proj", 1, attention_bias),
+            ("key", "self_attn.k_proj", 1, attention_bias),
+            ("value", "self_attn.v_proj", 1, attention_bias),
+            ("out", "self_attn.o_proj", 2, attention_bias)):
+        out.append(Entry(("attn", name, "kernel"), h + hf + ".weight", "linear", n_in))
+        if m.use_bias:
+            out.append(Entry(("attn", name, "bias"), h + hf + ".bias" if has_bias else None,
+                             "flat", 0))
+    for name in ("gate", "up", "down"):
+        hf = h + f"mlp.{name}_proj"
+        out.append(Entry(("mlp", name, "kernel"), hf + ".weight", "linear"))
+        if m.use_bias:
+            out.append(Entry(("mlp", name, "bias"), hf + ".bias" if mlp_bias else None, "flat", 0))
+    return out
+
+
+def ignorable(name: str) -> bool:
+    """HF tensors that are buffers, not weights (older GPT-2 and LLaMA checkpoints carry them)."""
+    return name.endswith((".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq"))
