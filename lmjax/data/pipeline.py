@@ -60,7 +60,8 @@ class PackedWindows:
         where = starts[:, None] + np.arange(self.seq_len)
         document = self.split.document_of(where)
         doc_start = np.maximum(self.split.doc_starts[document], starts[:, None])
-        return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
+        return {"inputs": np.ascontiguousarray(tokens[:, :-1]),
+                "targets": np.ascontiguousarray(tokens[:, 1:]),
                 "segment_ids": (document - document[:, :1] + 1).astype(np.int32),
                 "positions": (where - doc_start).astype(np.int32)}
 
