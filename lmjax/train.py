@@ -37,24 +37,32 @@ def make_train_step(model, tx, cfg):
     lr_schedule = schedule(cfg.optim, cfg.train.steps)
     mask_documents = cfg.model.mask_documents
 
-    def loss_fn(params, batch):
+    def summed_loss(params, batch):
         logits = model.apply({"params": params}, *model_inputs(batch, mask_documents))
         total, count = cross_entropy(logits, batch["targets"], batch.get("weights"))
+        return total, count.astype(jnp.float32)
+
+    def loss_fn(params, batch):
+        total, count = summed_loss(params, batch)
         return total / count
 
     def grads_of(params, batch):
         if accum == 1:
             return jax.value_and_grad(loss_fn)(params, batch)
-        # Microbatches run one after another; gradients are averaged as one big batch would be.
+        # Microbatches run one after another. Summed losses and gradients are divided by the
+        # whole batch's token count at the end, so the update equals one big batch's even when
+        # microbatches count different numbers of tokens (weights).
         micro = jax.tree.map(lambda x: x.reshape((accum, -1) + x.shape[1:]), batch)
 
         def body(carry, microbatch):
-            loss, grads = jax.value_and_grad(loss_fn)(params, microbatch)
-            return jax.tree.map(jnp.add, carry, (loss, grads)), None
+            (total, count), grads = jax.value_and_grad(summed_loss, has_aux=True)(params,
+                                                                                   microbatch)
+            return jax.tree.map(jnp.add, carry, (total, count, grads)), None
 
-        zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
-        (loss, grads), _ = jax.lax.scan(body, zeros, micro)
-        return jax.tree.map(lambda x: x / accum, (loss, grads))
+        zeros = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
+                 jax.tree.map(jnp.zeros_like, params))
+        (total, count, grads), _ = jax.lax.scan(body, zeros, micro)
+        return total / count, jax.tree.map(lambda g: g / count, grads)
 
     def train_step(state, batch):
         loss, grads = grads_of(state.params, batch)
