@@ -45,6 +45,8 @@ def check(command: list[str], num_devices: int | None, shared_workdir: bool) -> 
         from lmjax.main import parse_train_args
         cfg = parse_train_args(command[1:])[0]  # lmjax-train's own parsing: same errors
         if num_devices:
+            with cfg.unlocked():
+                cfg.data.path = ""  # the data lives on the hosts, not here
             config_lib.validate(cfg, num_devices)
         return list(command)
     from lmjax import sweep
@@ -54,7 +56,7 @@ def check(command: list[str], num_devices: int | None, shared_workdir: bool) -> 
         if args.num_devices and args.num_devices != num_devices:
             raise UsageError(f"lmjax-sweep --num_devices={args.num_devices}: the target has "
                              f"{num_devices} devices; drop the flag")
-        sweep.plan(spec, workdir, overrides, num_devices, args.only)
+        sweep.plan(spec, workdir, overrides, num_devices, args.only, check_data=False)
         if not args.num_devices:
             return list(command) + [f"--num_devices={num_devices}"]
     else:

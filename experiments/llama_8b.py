@@ -1,0 +1,52 @@
+"""Llama 3.1 8B shapes pre-trained with FSDP on a TPU v5p or v6e pod.
+
+Expected, checked by tests/test_experiments_full_size.py: 8,030,261,248 parameters, Meta's
+Llama 3.1 8B (model card: 8.03B; HF transformers' LlamaForCausalLM of the same config agrees).
+Shapes: 32 layers, d_model 4096, 32 query heads and 8 key/value heads of 128 (GQA), SwiGLU
+d_ff 14336, RMSNorm, RoPE theta 500000, no biases, untied embeddings, vocab 128256.
+
+What to compare on a pod: the MFU lmjax-train prints in every log line (against the chip's
+data-sheet peak, named in the log). MaxText publishes 43-65% MFU for Llama 8B-70B on v5p and
+v6e (USERS.md of this project); this config is the same model, sharding (FSDP) and precision
+(bf16 compute), so that is the range to reach. No published loss applies to your data.
+
+Memory: 8.03B f32 weights + 2 Adam moments = 96 GB, plus bf16 activations; sharded over 64+
+chips that is under 2 GB per chip. Every layer's matmul outputs are saved for the backward pass
+except batch-dependent ones (remat), and layers are scanned, so compile time does not grow with
+depth. Variants set the global batch for a slice:
+  :v5p-128  (64 chips)   batch 256 x 8192 = 2M tokens
+  :v6e-256  (256 chips)  batch 512 x 8192 = 4M tokens (Llama 3's batch)
+
+Commands (see launch/README.md for creating the slice and preparing data):
+  python launch/tpu_vm.py run --name=pod --zone=us-east5-a --accelerator_type=v5p-128 -- \\
+      lmjax-train --config=experiments/llama_8b.py:v5p-128 --workdir=gs://BUCKET/llama_8b \\
+      --config.data.path=gs://BUCKET/corpus
+"""
+import importlib.util
+import os
+
+VARIANTS = {
+    None: {"batch_size": 256},
+    "v5p-128": {"batch_size": 256},
+    "v6e-256": {"batch_size": 512},
+}
+
+
+def _llama_config():
+    # Experiment files are loaded by path, not as a package: import the shared builder the same way.
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "llama_1b.py")
+    spec = importlib.util.spec_from_file_location("llama_1b", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.llama_config
+
+
+def get_config(arg=None):
+    if arg not in VARIANTS:
+        raise ValueError(f"unknown variant {arg!r}; use one of "
+                         f"{', '.join(v for v in VARIANTS if v)}")
+    c = _llama_config()(num_layers=32, d_model=4096, num_heads=32, num_kv_heads=8, d_ff=14336,
+                        tie_embeddings=False)
+    c.train.seq_len = 8192
+    c.train.batch_size = VARIANTS[arg]["batch_size"]
+    return c
