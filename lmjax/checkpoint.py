@@ -13,6 +13,7 @@ been committed. Restoring walks back from the newest step past any that cannot b
 """
 import json
 import os
+import re
 import shutil
 import time
 
@@ -28,7 +29,6 @@ from lmjax.errors import UsageError
 STATE, DATA, CONFIG = "state", "data", "config"
 ITEMS = (STATE, DATA, CONFIG)
 QUARANTINE = "checkpoints_unreadable"
-
 
 
 class NonFiniteCheckpointError(RuntimeError):
@@ -143,6 +143,8 @@ def _saved_shapes(manager, step) -> dict:
 def check_compatible(manager, step: int, abstract_state):
     """UsageError naming every leaf whose shape (or presence) differs from the model's."""
     saved = _saved_shapes(manager, step)
+    if not saved:  # metadata lost: the step is unreadable, not a different model
+        raise FileNotFoundError(f"no array metadata under {manager.directory / str(step)}")
     wanted = {_leaf_name(p): tuple(leaf.shape)
               for p, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
     problems = []
@@ -223,6 +225,11 @@ def restore_latest(manager, abstract_state, warn=print):
     readable nothing is moved and the UsageError lists why.
     """
     steps = sorted(manager.all_steps(), reverse=True)
+    for name in sorted(os.listdir(manager.directory)) if manager.directory.exists() else ():
+        match = re.match(r"(\d+)\.orbax-checkpoint-tmp", name)
+        if match and int(match.group(1)) > (steps[0] if steps else -1):
+            warn(f"warning: the save of step {match.group(1)} never completed "
+                 f"({manager.directory / name} is left for inspection); ignoring it")
     bad_steps, reasons = [], []
     for step in steps:
         where = manager.directory / str(step)
