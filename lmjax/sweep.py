@@ -149,8 +149,7 @@ def plan(spec: str, root: str, common: dict, num_devices: int, only: str = "",
             typed[field] = value
         planned.append(Point(name=name, overrides=typed, workdir=os.path.join(root, name)))
     if only:
-        planned = [p for p in planned if fnmatch.fnmatchcase(p.name, only)]
-        if not planned:
+        if not any(fnmatch.fnmatchcase(p.name, only) for p in planned):
             raise UsageError(f"--only={only}: matches none of the points "
                              f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
     return planned
@@ -194,14 +193,18 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     commands = {p.name: train_command(args.config, p, common) for p in points}
+    # --only limits what runs; results.csv still lists every point of the sweep.
+    selected = {p.name for p in points
+                if not args.only or fnmatch.fnmatchcase(p.name, args.only)}
     if args.dry_run:
         import shlex
         from etils import epath
-        for p in points:
+        for p in (p for p in points if p.name in selected):
             finished = epath.Path(p.workdir, "summary.json").exists()
             print(("# finished, would skip\n# " if finished else "") + shlex.join(commands[p.name]))
         return 0
-    failed = run_points(points, commands, args.workdir, parallel=args.parallel)
+    failed = run_points(points, commands, args.workdir, parallel=args.parallel,
+                        selected=selected)
     return 1 if failed else 0
 
 

@@ -109,8 +109,10 @@ def child_env(root: str) -> dict:
     return env
 
 
-def run_points(points: list[Point], commands: dict, root: str, parallel: int = 1) -> list[Point]:
-    """Runs every unfinished point; returns the failed ones (also listed on stderr)."""
+def run_points(points: list[Point], commands: dict, root: str, parallel: int = 1,
+               selected: set | None = None) -> list[Point]:
+    """Runs every unfinished point (of `selected` names, if given); returns the failed ones
+    (also listed on stderr)."""
     from tqdm import tqdm
     env = child_env(root)
     logs = log_dir(root)
@@ -119,8 +121,9 @@ def run_points(points: list[Point], commands: dict, root: str, parallel: int = 1
         summary = read_summary(p.workdir)
         if summary is not None:
             p.status, p.summary = "done", summary
-    todo = [p for p in points if p.status == "pending"]
-    skipped = len(points) - len(todo)
+    todo = [p for p in points if p.status == "pending"
+            and (selected is None or p.name in selected)]
+    skipped = sum(p.status == "done" for p in points)
     if skipped:
         print(f"{skipped} of {len(points)} points already finished, skipping them", flush=True)
     write_results(points, root)
@@ -140,7 +143,8 @@ def run_points(points: list[Point], commands: dict, root: str, parallel: int = 1
         sys.exit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, stop_children)
-    bar = tqdm(total=len(points), initial=skipped, desc="sweep", unit="point", file=sys.stderr)
+    bar = tqdm(total=len(todo) + skipped, initial=skipped, desc="sweep", unit="point",
+               file=sys.stderr)
     try:
         queue = list(todo)
         while queue or running:
