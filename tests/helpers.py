@@ -40,9 +40,12 @@ def random_tokens(cfg, seed=0, batch=None):
     return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
 
 
-def unboxed(tree):
-    from lmjax.state import strip_boxes
-    return strip_boxes(tree)
+def strip_boxes(tree):
+    from lmjax.state import strip_boxes as strip
+    return strip(tree)
+
+
+unboxed = strip_boxes
 
 
 def randomize(params, seed=0, std=0.3):
@@ -54,7 +57,7 @@ def randomize(params, seed=0, std=0.3):
     for path, leaf in leaves:
         value = rng.normal(0.0, std, size=leaf.shape)
         if "scale" in str(path[-1]):
-            value = 1.0 + value
+            value = 1.0 + value  # norm scales live around 1
         out.append(np.asarray(value, dtype=leaf.dtype))
     return jax.tree_util.tree_unflatten(treedef, out)
 
@@ -92,10 +95,24 @@ class TrainParts:
         from lmjax.train import _MeshContext
         return _MeshContext(self.mesh, self.rules)
 
-    def init(self, params=None):
+    def init(self, params=None, seed=0):
+        """A sharded TrainState from `params`, or from N(0, init_std²) numpy draws.
+
+        The numpy draws stand in for model.init where the test does not care how weights are
+        born: compiling the jitted random init costs several seconds on CPU.
+        """
         from lmjax import state as state_lib
+        if params is None:
+            shapes = strip_boxes(state_lib.abstract_params(self.model, self.cfg))
+            params = randomize(shapes, seed, std=self.cfg.model.init_std)
         with self.context():
             return state_lib.init_state(self.model, self.tx, self.cfg, self.state_sh, params)
+
+    def init_from_model(self):
+        """The real path: model.init under jit with out_shardings, as lmjax-train does."""
+        from lmjax import state as state_lib
+        with self.context():
+            return state_lib.init_state(self.model, self.tx, self.cfg, self.state_sh)
 
     def batch(self, host_batch):
         from lmjax import sharding

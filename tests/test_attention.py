@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import helpers
+from tests import helpers
 from lmjax.model.attention import Attention
 
 D, H, K, T, BLOCK = 32, 4, 8, 11, 4  # T is not a multiple of the blockwise backend's block

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import helpers
+from tests import helpers
 from lmjax.model.layers import Embed, Norm, Projection
 
 def init_apply(module, x, seed=0):

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import helpers
+from tests import helpers
 from lmjax.model import build_model
 from lmjax.train import cross_entropy
 

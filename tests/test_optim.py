@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-import helpers
+from tests import helpers
 from lmjax.model import build_model
 from lmjax.optim import decay_mask, make_optimizer, schedule
 
@@ -101,7 +101,7 @@ def test_schedule_without_warmup_starts_at_peak():
 
 def run_steps(accum, batch, steps=2):
     cfg = helpers.tiny_config({"optim.grad_accum_steps": accum, "model.num_layers": 1,
-                               "optim.lr": 1e-2})
+                               "optim.lr": 1e-2, "optim.eps": 1e-4})
     parts = helpers.TrainParts(cfg)
     state, history = parts.init(), []
     for _ in range(steps):
@@ -124,5 +124,7 @@ def test_grad_accumulation_equals_one_big_batch(weighted):
     for m1, m2 in zip(history_1, history_2):
         assert m2["train_loss"] == pytest.approx(m1["train_loss"], rel=1e-5)
         assert m2["grad_norm"] == pytest.approx(m1["grad_norm"], rel=1e-4)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=2e-5),
+    # Adam divides by |g| + eps, so with a tiny eps an element whose gradient is at float
+    # rounding level moves by ±lr on a coin flip; eps=1e-4 keeps the update a smooth function.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6),
                  params_2, params_1)
