@@ -45,6 +45,9 @@ class PackedWindows:
                              f"train.seq_len+1={seq_len + 1}; use more text or a shorter seq_len")
         self._length = (len(starts) if starts is not None
                         else (len(split) - seq_len - 1) // self.stride + 1)
+        if self._length >= 1 << 32:  # grain's index shuffle works on 32-bit indices
+            raise UsageError(f"the {split.name} split makes {self._length:,} windows, more than "
+                             "2**32; raise data.window_stride")
 
     def __len__(self) -> int:
         return self._length
