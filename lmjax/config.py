@@ -133,7 +133,13 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     if not hasattr(module, "get_config"):
         raise ConfigError(f"--config: {path} has no get_config(arg=None) function; define one "
                           "that returns lmjax.config.base_config() with your changes")
-    cfg = module.get_config(arg or None)
+    try:
+        cfg = module.get_config(arg or None)
+    except UsageError:
+        raise
+    except ValueError as e:
+        # Experiments reject unknown variants with ValueError: the user's input, not a crash.
+        raise ConfigError(f"--config={spec}: {e}") from None
     if not isinstance(cfg, ml_collections.ConfigDict):
         raise ConfigError(f"--config: {path}: get_config must return an ml_collections.ConfigDict")
     _check_known_fields(cfg, base_config(), path)
