@@ -76,12 +76,13 @@ def train_main(argv=None):
 
     def run():
         cfg, workdir, dist = parse_train_args(argv)
-        check_workdir(workdir)
         from lmjax import config as config_lib, distributed
         # Before anything touches a device: the processes must first find each other.
         distributed.initialize(dist)
         import jax
         config_lib.validate(cfg, jax.device_count())
+        # Only a valid config creates the workdir: a rejected command leaves no trace behind.
+        check_workdir(workdir)
         from lmjax.train import train
         train(cfg, workdir)
 
