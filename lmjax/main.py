@@ -91,23 +91,39 @@ def train_main(argv=None):
 
 def sample_main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="lmjax-sample", description="Continue a prompt.")
-    parser.add_argument("--workdir", required=True, help="a training run's workdir")
-    parser.add_argument("--prompt", default="\n")
+    from lmjax.cli import ArgumentParser
+    parser = ArgumentParser(prog="lmjax-sample", description=(
+        "Continue a prompt with a KV cache: greedy (--temperature=0), temperature, top-k, top-p."))
+    parser.add_argument("--model", help="a training workdir, an lmjax-export directory, or "
+                        "hf:DIR (a local Hugging Face model)")
+    parser.add_argument("--workdir", help="alias of --model for a training workdir")
+    parser.add_argument("--prompt", action="append",
+                        help="text to continue; repeat the flag for a batch of prompts")
     parser.add_argument("--max_new_tokens", type=int, default=200)
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--top_k", type=int, default=0)
+    parser.add_argument("--top_p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step of a workdir")
     args = parser.parse_args(argv)
 
     def run():
-        from lmjax.restore import load_run
-        from lmjax.sample import sample_text
-        run_ = load_run(args.workdir)
-        text = sample_text(run_.model, run_.params, run_.tokenizer, args.prompt,
-                           args.max_new_tokens, run_.cfg.model.max_seq_len, args.temperature,
-                           args.top_k, args.seed)
-        print(text)
+        spec = args.model or args.workdir
+        if not spec or (args.model and args.workdir):
+            raise UsageError("give exactly one of --model=WORKDIR|hf:DIR and --workdir=WORKDIR")
+        from lmjax.generate import Generator, Sampling, generate_text
+        sampling = Sampling(args.temperature, args.top_k, args.top_p)
+        sampling.check()
+        if args.max_new_tokens < 0:
+            raise UsageError(f"--max_new_tokens={args.max_new_tokens}: must be >= 0")
+        from lmjax.hf import load_model
+        run_ = load_model(spec, args.step)
+        if run_.tokenizer is None:
+            raise UsageError(f"--model={spec}: has no tokenizer, so a text prompt cannot be "
+                             "encoded")
+        texts = generate_text(Generator(run_.cfg, run_.params), run_.tokenizer,
+                              args.prompt or ["\n"], args.max_new_tokens, sampling, args.seed)
+        print("\n\n".join(texts))
 
     _run(run)
 
