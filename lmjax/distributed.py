@@ -134,11 +134,11 @@ def initialize(settings: Settings) -> bool:
             return False
     elif s.num_processes == 1:
         return False
+    if cluster is None and s.process_id != 0:
+        wait_for_port(s.coordinator_address, s.timeout_s)
     import jax
     # Cross-process collectives on CPU need an implementation; TPUs and GPUs bring their own.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    if cluster is None and s.process_id != 0:
-        wait_for_port(s.coordinator_address, s.timeout_s)
     who = (f"process {s.process_id} of {s.num_processes}" if cluster is None
            else f"a {cluster} job")
     print(f"joining {who} via {s.coordinator_address or 'the cluster coordinator'}; waiting up to "
