@@ -392,6 +392,12 @@ def flatten(d: Mapping, prefix: str = "") -> dict:
 def from_dict(d: Mapping) -> ml_collections.ConfigDict:
     """Rebuilds a config saved as JSON (workdir/config.json) on top of today's defaults."""
     cfg = base_config()
-    values = {k: (tuple(tuple(x) if isinstance(x, list) else x for x in v)
-                  if isinstance(v, list) else v) for k, v in flatten(d).items()}
+    values = {k: _lists_to_tuples(v) for k, v in flatten(d).items()}
     return apply_overrides(cfg, values)
+
+
+def _lists_to_tuples(value):
+    """JSON turns tuples (e.g. mesh.rules' (name, (axis, axis))) into lists, at every depth."""
+    if isinstance(value, list):
+        return tuple(_lists_to_tuples(x) for x in value)
+    return value
