@@ -21,15 +21,15 @@ from lmjax.hf import load_hf, save_hf  # noqa: E402
 VOCAB, SEQ = 256, 64
 
 
-def hf_config(kind: str, tie: bool, **extra):
+def hf_config(kind: str, tie: bool, vocab_size=VOCAB, **extra):
     if kind == "gpt2":
         return transformers.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=SEQ,
-                                       vocab_size=VOCAB, tie_word_embeddings=tie,
+                                       vocab_size=vocab_size, tie_word_embeddings=tie,
                                        bos_token_id=1, eos_token_id=2, **extra)
     extra.setdefault("rope_parameters", {"rope_type": "default", "rope_theta": 5000.0})
     return transformers.LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                                     num_attention_heads=4, num_key_value_heads=2,
-                                    vocab_size=VOCAB, max_position_embeddings=SEQ,
+                                    vocab_size=vocab_size, max_position_embeddings=SEQ,
                                     rms_norm_eps=1e-5, tie_word_embeddings=tie, **extra)
 
 
