@@ -128,7 +128,13 @@ class Trainer:
             abstract = state_lib.abstract_state(self.model, self.tx, self.cfg, self.state_sh)
             found = checkpoint.restore_latest(self.manager, abstract, warn=self.warn)
             if found is None:
-                return state_lib.init_state(self.model, self.tx, self.cfg, self.state_sh), 0
+                params = None
+                if self.cfg.init_from:  # fine-tuning: only a run with no checkpoint yet
+                    from lmjax.hf.init_from import initial_params
+                    params = initial_params(self.cfg, self.mesh, self.rules,
+                                            self.state_sh.params, self.data.tokenizer, self.log)
+                return state_lib.init_state(self.model, self.tx, self.cfg, self.state_sh,
+                                           params=params), 0
         latest, state, data_item = found
         where = self.manager.directory / str(latest)
         self.data.train.set_state(checkpoint.local_data_state(data_item, str(where)))
@@ -205,6 +211,7 @@ class Trainer:
                     bad = [start_step for start_step, m in
                            zip(range(step - len(values) + 1, step + 1), values) if not m["finite"]]
                     if bad and t.nonfinite == "error":
+                        self.manager.wait_until_finished()  # the last good save completes
                         raise NonFiniteError(
                             f"non-finite loss or gradient norm at step {bad[0]}; the update was "
                             "not applied and no checkpoint was written. Lower optim.lr, check the "
@@ -299,6 +306,9 @@ def finish(trainer: Trainer, summary: dict):
 
 
 def train(cfg, workdir: str) -> dict:
+    if cfg.init_from:
+        from lmjax.hf.init_from import adopt_architecture
+        adopt_architecture(cfg, log=print if jax.process_index() == 0 else lambda _: None)
     config_lib.validate(cfg, jax.device_count())
     trainer = Trainer(cfg, workdir)
     summary = trainer.run()
