@@ -97,8 +97,12 @@ def scored_bytes(tokenizer, text: str, ids) -> int:
 def evaluate_file(scorer: Scorer, tokenizer, path: str, seq_len: int, stride: int,
                   batch_size: int, progress: bool = True) -> dict:
     from tqdm import tqdm
-    with open(path, encoding="utf-8", errors="strict") as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8", errors="strict") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--text={path}: not UTF-8 text (byte {e.start}); convert it to "
+                         "UTF-8") from None
     ids = text_ids(tokenizer, text)
     if len(ids) < 2:
         raise UsageError(f"--text={path}: has {len(ids)} token(s); at least 2 are needed to "
