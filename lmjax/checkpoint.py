@@ -110,6 +110,7 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_state: dict, con
     Raises NonFiniteCheckpointError, writing nothing, if the state holds NaN or Inf.
     """
     if not all_finite((state.params, state.opt_state)):
+        manager.wait_until_finished()  # the last good save completes
         raise NonFiniteCheckpointError(
             f"the train state at step {step} holds NaN or Inf values; no checkpoint was written "
             "(the newest good one is kept). Lower optim.lr or check the initial parameters")
