@@ -56,8 +56,8 @@ def make_manager(workdir: str, train_cfg=None, read_only: bool = False,
         preservation_policy=preservation,
         enable_async_checkpointing=True,
         async_options=ocp.options.AsyncOptions(timeout_secs=timeout_s),
+        # Readers never create the directory; orbax's own read_only mode only adds log noise.
         create=not read_only,
-        read_only=read_only,
         # Half-written steps from a killed save are left for inspection, never listed as steps.
         cleanup_tmp_directories=False,
     )
