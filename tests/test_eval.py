@@ -71,6 +71,7 @@ def test_loss_equals_transformers_on_the_same_windows(tmp_path, capsys):
     assert math.isclose(result["perplexity"], math.exp(result["loss"]), rel_tol=1e-9)
 
 
+@pytest.mark.slow
 def test_trained_run_matches_its_logged_eval_loss(tmp_path):
     """Train the default experiment (shrunk), then score its held-out batches from the restored
     checkpoint with lmjax-eval's scorer: the same windows the train loop evaluated, so the loss
