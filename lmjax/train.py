@@ -287,17 +287,18 @@ def _progress(start, total, enabled):
 def finish(trainer: Trainer, summary: dict):
     """What a person looks at after a run: a sample, the loss curve, summary.json."""
     cfg, workdir = trainer.cfg, trainer.workdir
+    if cfg.train.sample_tokens > 0:
+        from lmjax.generate import Generator, Sampling, generate_text
+        # Every process takes part: the parameters may be sharded across all of them.
+        generator = Generator(cfg, trainer.state.params, trainer.mesh)
+        text = generate_text(generator, trainer.data.tokenizer, [cfg.train.sample_prompt],
+                             cfg.train.sample_tokens, Sampling(temperature=0.8), cfg.seed)[0]
+        if trainer.is_main:
+            print("--- sample ---\n" + text + "\n--------------")
+            with open(os.path.join(workdir, "sample.txt"), "w") as f:
+                f.write(text)
     if not trainer.is_main:
         return
-    if cfg.train.sample_tokens > 0:
-        from lmjax.sample import sample_text
-        with trainer.mesh_context():
-            text = sample_text(trainer.model, trainer.state.params, trainer.data.tokenizer,
-                               cfg.train.sample_prompt, cfg.train.sample_tokens,
-                               cfg.model.max_seq_len, temperature=0.8, top_k=0, seed=cfg.seed)
-        print("--- sample ---\n" + text + "\n--------------")
-        with open(os.path.join(workdir, "sample.txt"), "w") as f:
-            f.write(text)
     metrics_lib.plot_losses([workdir], os.path.join(workdir, "loss.png"))
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
