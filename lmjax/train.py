@@ -172,6 +172,12 @@ class Trainer:
     def run(self) -> dict:
         cfg, t = self.cfg, self.cfg.train
         state, start = self.init_or_restore()
+        self.state = state
+        self.already_finished = start >= t.steps
+        if self.already_finished:
+            # A finished run: its metrics, summary, plot and sample stay exactly as they are.
+            self.log(f"step {start} already reaches train.steps={t.steps}; nothing to do")
+            return _previous_summary(self.workdir, start)
         writer = metrics_lib.MetricsWriter(self.workdir, self.is_main, cfg.metrics.tensorboard)
         writer.truncate_after(start)
         if self.is_main:
@@ -313,8 +319,17 @@ def train(cfg, workdir: str) -> dict:
     config_lib.validate(cfg, jax.device_count())
     trainer = Trainer(cfg, workdir)
     summary = trainer.run()
-    finish(trainer, summary)
+    if not trainer.already_finished:
+        finish(trainer, summary)
     return summary
+
+
+def _previous_summary(workdir: str, step: int) -> dict:
+    path = os.path.join(workdir, "summary.json")
+    if not os.path.exists(path):
+        return {"step": step}
+    with open(path) as f:
+        return json.load(f)
 
 
 if __name__ == "__main__":
