@@ -83,6 +83,7 @@ def test_checkpoint_of_another_model_shape_is_a_one_line_error(finished, tmp_pat
     assert h.tree_listing(workdir) == before
 
 
+@pytest.mark.slow
 def test_keep_policy_keeps_last_k_and_every_mth(tmp_path):
     workdir = str(tmp_path / "run")
     h.train(workdir, train__steps=9, train__checkpoint_every=1, train__keep_checkpoints=2,

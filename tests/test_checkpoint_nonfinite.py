@@ -24,6 +24,7 @@ def test_error_mode_names_the_step_in_one_line_and_saves_nothing_bad(tmp_path):
     assert h.checkpoint_steps(workdir) == [1]
 
 
+@pytest.mark.slow
 def test_skip_mode_keeps_the_last_good_state_and_counts_skips(tmp_path):
     from lmjax.restore import load_train_state
     workdir = str(tmp_path / "run")

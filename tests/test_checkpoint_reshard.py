@@ -71,6 +71,7 @@ def _continue(saved, tmp_path, devices, **mesh):
     np.testing.assert_allclose([got[5], got[6]], [expected[5], expected[6]], rtol=2e-5)
 
 
+@pytest.mark.slow
 def test_fsdp8_checkpoint_continues_on_one_device(saved_fsdp8, tmp_path):
     _continue(saved_fsdp8, tmp_path, devices=1)
 

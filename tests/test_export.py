@@ -24,6 +24,13 @@ def export(workdir, output, *extra):
                   f"--workdir={workdir}", f"--output={output}", *extra])
 
 
+def export_in_process(capsys, workdir, output, *extra):
+    from lmjax.main import export_main
+    with pytest.raises(SystemExit) as exit_info:
+        export_main([f"--workdir={workdir}", f"--output={output}", *extra])
+    return exit_info.value.code, capsys.readouterr().err
+
+
 def test_export_holds_the_checkpoint_parameters(workdir, tmp_path):
     from lmjax.restore import load_run
     output = str(tmp_path / "export")
@@ -47,7 +54,7 @@ def test_export_holds_the_checkpoint_parameters(workdir, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing_step", "output_not_empty", "not_a_workdir"])
-def test_bad_export_input_is_one_line_and_touches_nothing(workdir, tmp_path, case):
+def test_bad_export_input_is_one_line_and_touches_nothing(workdir, tmp_path, case, capsys):
     output = tmp_path / "export"
     extra = []
     source = workdir
@@ -60,9 +67,9 @@ def test_bad_export_input_is_one_line_and_touches_nothing(workdir, tmp_path, cas
     else:
         source, expected = str(tmp_path), "no config.json"
     before = h.tree_listing(workdir)
-    result = export(source, str(output), *extra)
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    code, stderr = export_in_process(capsys, source, str(output), *extra)
+    assert code == 2, stderr[-2000:]
+    lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
     assert h.tree_listing(workdir) == before
     if case == "output_not_empty":
