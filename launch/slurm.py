@@ -49,8 +49,9 @@ def render(args, command: list[str]) -> str:
     for kv in args.env:
         lines.append(f"export {shlex.quote(kv)}")
     lines += [
+        # sed reads every line: `head -n 1` could make scontrol die of SIGPIPE under pipefail.
         "# The first node of the job hosts the jax.distributed coordinator.",
-        'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+        'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)',
         f'export LMJAX_COORDINATOR="$head_node:{args.port}"',
         'echo "job $SLURM_JOB_ID: $SLURM_NNODES nodes, $SLURM_NTASKS processes, coordinator '
         '$LMJAX_COORDINATOR"',

@@ -26,7 +26,7 @@ set -eo pipefail
 cd /shared/lmjax
 source /shared/lmjax/.venv/bin/activate
 # The first node of the job hosts the jax.distributed coordinator.
-head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)
 export LMJAX_COORDINATOR="$head_node:12355"
 echo "job $SLURM_JOB_ID: $SLURM_NNODES nodes, $SLURM_NTASKS processes, coordinator $LMJAX_COORDINATOR"
 # One task per GPU; each reads its rank and its GPU from its own environment.
