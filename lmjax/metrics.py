@@ -1,4 +1,4 @@
-"""Metrics: JSONL + TensorBoard writers, FLOPs/MFU, the peak FLOP/s of a device, loss plots."""
+"""Metrics: JSONL + TensorBoard writers, MFU and the peak FLOP/s it is measured against."""
 import json
 import os
 import time
@@ -47,37 +47,64 @@ def peak_flops_per_device(configured: float) -> tuple[float, str]:
     return measure_matmul_flops(), f"measured f32 matmul on {kind}"
 
 
-class MetricsWriter:
-    """Appends one JSON object per line to WORKDIR/metrics.jsonl, mirrored to TensorBoard.
+def is_remote(path: str) -> bool:
+    return "://" in str(path)
 
-    Only the main process writes; the others get a writer that does nothing.
+
+class MetricsWriter:
+    """One JSON object per line in WORKDIR/metrics.jsonl, mirrored to TensorBoard.
+
+    Only the main process writes; the others get a writer that does nothing. Local files are
+    appended to; object stores (gs://) cannot append, so there the file is rewritten whole.
     """
 
     def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True):
+        from etils import epath
         self.enabled = enabled
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = epath.Path(workdir) / "metrics.jsonl"
+        self._remote = is_remote(workdir)
+        self._lines = None
         self._tb = None
         if enabled and tensorboard:
             from tensorboardX import SummaryWriter
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._tb = SummaryWriter(str(epath.Path(workdir) / "tensorboard"))
+
+    def _read_lines(self) -> list[str]:
+        if not self.path.exists():
+            return []
+        return [line + "\n" for line in self.path.read_text().splitlines() if line.strip()]
+
+    def _rewrite(self, lines: list[str]):
+        tmp = self.path.parent / (self.path.name + ".tmp")
+        tmp.write_text("".join(lines))
+        tmp.replace(self.path)
 
     def truncate_after(self, step: int):
         """On resume, drops lines past the restored step so the file reads as one clean run."""
-        if not self.enabled or not os.path.exists(self.path):
+        if not self.enabled:
             return
-        with open(self.path) as f:
-            kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(kept)
-        os.replace(tmp, self.path)
+        kept = []
+        for line in self._read_lines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (json.JSONDecodeError, KeyError):
+                pass  # a line half-written when the process died
+        self._rewrite(kept)
+        self._lines = kept if self._remote else None
 
     def write(self, step: int, values: dict):
         if not self.enabled:
             return
         record = {"step": int(step), **{k: _plain(v) for k, v in values.items()}}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        line = json.dumps(record) + "\n"
+        if self._remote:
+            self._lines = self._read_lines() if self._lines is None else self._lines
+            self._lines.append(line)
+            self._rewrite(self._lines)
+        else:
+            with open(self.path, "a") as f:
+                f.write(line)
         if self._tb is not None:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)):
@@ -91,37 +118,3 @@ class MetricsWriter:
 def _plain(value):
     value = np.asarray(value).item() if not isinstance(value, (str, int, float)) else value
     return value
-
-
-def read_metrics(workdir: str) -> list[dict]:
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def plot_losses(workdirs, output: str, labels=None):
-    """Train and eval loss against step for one or more runs, one PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, workdir in enumerate(workdirs):
-        label = labels[i] if labels else os.path.basename(os.path.normpath(workdir))
-        records = read_metrics(workdir)
-        for key, style in (("train_loss", "-"), ("eval_loss", "o-")):
-            points = [(r["step"], r[key]) for r in records if key in r]
-            if points:
-                steps, losses = zip(*points)
-                ax.plot(steps, losses, style, label=f"{label} {key.split('_')[0]}",
-                        markersize=3, alpha=0.9)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/token)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(output, dpi=120)
-    plt.close(fig)
-    return output

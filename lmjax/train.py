@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from etils import epath
 
 from lmjax import checkpoint, config as config_lib, metrics as metrics_lib, preemption, sharding
 from lmjax import state as state_lib
@@ -102,7 +103,7 @@ class Trainer:
         self.rules = sharding.rules(cfg)
         self.model = build_model(cfg.model)
         self.tx = make_optimizer(cfg)
-        os.makedirs(workdir, exist_ok=True)
+        epath.Path(workdir).mkdir(parents=True, exist_ok=True)
         self.data = make_data(cfg, workdir, jax.process_index(), jax.process_count())
         with self.mesh_context():
             self.state_sh = state_lib.state_shardings(self.model, self.tx, cfg, self.mesh,
@@ -181,8 +182,8 @@ class Trainer:
         writer = metrics_lib.MetricsWriter(self.workdir, self.is_main, cfg.metrics.tensorboard)
         writer.truncate_after(start)
         if self.is_main:
-            with open(os.path.join(self.workdir, "config.json"), "w") as f:
-                json.dump(checkpoint.dump_config(cfg.to_dict()), f, indent=1)
+            _write(self.workdir, "config.json",
+                   json.dumps(checkpoint.dump_config(cfg.to_dict()), indent=1))
 
         tokens_per_step = t.batch_size * t.seq_len
         flops = flops_per_token(cfg.model, t.seq_len, state_lib.matmul_params(state.params))
@@ -301,15 +302,15 @@ def finish(trainer: Trainer, summary: dict):
                              cfg.train.sample_tokens, Sampling(temperature=0.8), cfg.seed)[0]
         if trainer.is_main:
             print("--- sample ---\n" + text + "\n--------------")
-            with open(os.path.join(workdir, "sample.txt"), "w") as f:
-                f.write(text)
+            _write(workdir, "sample.txt", text)
     if not trainer.is_main:
         return
-    metrics_lib.plot_losses([workdir], os.path.join(workdir, "loss.png"))
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    from lmjax.plot import plot_runs
+    plot = str(epath.Path(workdir) / "loss.png")
+    plot_runs([workdir], plot, title=os.path.basename(os.path.normpath(workdir)))
+    _write(workdir, "summary.json", json.dumps(summary, indent=1))
     print(f"done: step {summary['step']}, train loss {summary['train_loss']:.4f}, eval loss "
-          f"{summary['eval_loss']:.4f}; curves in {os.path.join(workdir, 'loss.png')}")
+          f"{summary['eval_loss']:.4f}; curves in {plot}")
 
 
 def train(cfg, workdir: str) -> dict:
@@ -324,12 +325,19 @@ def train(cfg, workdir: str) -> dict:
     return summary
 
 
+def _write(workdir: str, name: str, text: str):
+    """Writes WORKDIR/name whole or not at all; works for local and gs:// workdirs."""
+    path = epath.Path(workdir) / name
+    tmp = path.parent / (name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def _previous_summary(workdir: str, step: int) -> dict:
-    path = os.path.join(workdir, "summary.json")
-    if not os.path.exists(path):
+    path = epath.Path(workdir) / "summary.json"
+    if not path.exists():
         return {"step": step}
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(path.read_text())
 
 
 if __name__ == "__main__":

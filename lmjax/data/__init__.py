@@ -43,6 +43,10 @@ def prepared_directory(cfg, workdir: str, progress: bool = True) -> str:
     if os.path.isdir(path) and (store.is_complete(path) or not glob.glob(
             os.path.join(path, "**", "*.txt"), recursive=True)):
         return path
+    if "://" in str(workdir):
+        raise UsageError(f"data.path={path}: raw text is prepared into the workdir on first use, "
+                         f"which cannot be the remote {workdir}; run lmjax-prepare once and "
+                         "point data.path at the prepared directory on each host")
     from lmjax.data.prepare import prepare
     out = os.path.join(workdir, "data")
     d = cfg.data
