@@ -36,6 +36,8 @@ class NonFiniteCheckpointError(RuntimeError):
 
 
 def checkpoint_dir(workdir: str) -> str:
+    if "://" in workdir:  # gs:// and other object stores: orbax reads and writes them directly
+        return workdir.rstrip("/") + "/checkpoints"
     return os.path.abspath(os.path.join(workdir, "checkpoints"))
 
 

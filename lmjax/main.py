@@ -39,6 +39,8 @@ def _say_once(message: str):
 
 def check_workdir(workdir: str):
     """UsageError unless `workdir` is (or can become) a writable directory."""
+    if "://" in workdir:
+        return  # object stores (gs://) have no directories to check; orbax reports access errors
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise UsageError(f"--workdir={workdir}: exists and is not a directory")
     try:
