@@ -99,7 +99,8 @@ class TrainParts:
         """A sharded TrainState from `params`, or from N(0, init_std²) numpy draws.
 
         The numpy draws stand in for model.init where the test does not care how weights are
-        born: compiling the jitted random init costs several seconds on CPU.
+        born: compiling the jitted random init costs seconds on CPU (lmjax-train's path is
+        covered by the command-line tests).
         """
         from lmjax import state as state_lib
         if params is None:
@@ -107,12 +108,6 @@ class TrainParts:
             params = randomize(shapes, seed, std=self.cfg.model.init_std)
         with self.context():
             return state_lib.init_state(self.model, self.tx, self.cfg, self.state_sh, params)
-
-    def init_from_model(self):
-        """The real path: model.init under jit with out_shardings, as lmjax-train does."""
-        from lmjax import state as state_lib
-        with self.context():
-            return state_lib.init_state(self.model, self.tx, self.cfg, self.state_sh)
 
     def batch(self, host_batch):
         from lmjax import sharding
