@@ -67,7 +67,7 @@ def make_train_step(model, tx, cfg):
 
     def train_step(state, batch):
         loss, grads = grads_of(state.params, batch)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
