@@ -139,6 +139,9 @@ def export_main(argv=None):
     parser.add_argument("--workdir", required=True, help="a training run's workdir")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     parser.add_argument("--output", required=True, help="a new directory to write")
+    parser.add_argument("--format", choices=("lmjax", "hf"), default="lmjax",
+                        help="lmjax: orbax params + config + tokenizer; hf: config.json + "
+                             "safetensors that transformers loads (GPT-2 and LLaMA layouts)")
     args = parser.parse_args(argv)
 
     def run():
@@ -146,6 +149,11 @@ def export_main(argv=None):
         if not os.path.isdir(args.workdir):
             raise UsageError(f"--workdir={args.workdir}: no such directory")
         check_output(args.output)
+        if args.format == "hf":
+            from lmjax.hf import load_model, save_hf
+            run_ = load_model(args.workdir, args.step)
+            save_hf(run_.cfg, run_.params, args.output, run_.tokenizer)
+            return
         export(args.workdir, args.output, args.step)
 
     _run(run)

@@ -76,3 +76,19 @@ def test_bad_export_input_is_one_line_and_touches_nothing(workdir, tmp_path, cas
         assert os.listdir(output) == ["keep.txt"]
     else:
         assert not output.exists()
+
+
+def test_export_to_hf_gives_transformers_the_same_logits(workdir, tmp_path):
+    torch = pytest.importorskip("torch", reason="torch is in the test extra")
+    transformers = pytest.importorskip("transformers", reason="transformers is in the test extra")
+    from lmjax.restore import load_run
+    output = str(tmp_path / "hf")
+    from lmjax.main import export_main
+    export_main([f"--workdir={workdir}", f"--output={output}", "--format=hf"])
+    run = load_run(workdir)
+    ids = np.arange(12, dtype=np.int32).reshape(2, 6) % run.cfg.model.vocab_size
+    ours = np.asarray(run.model.apply({"params": run.params}, ids))
+    model = transformers.AutoModelForCausalLM.from_pretrained(output, dtype=torch.float32)
+    with torch.no_grad():
+        theirs = model(torch.from_numpy(ids.astype(np.int64))).logits.numpy()
+    np.testing.assert_allclose(theirs, ours, atol=1e-4)
