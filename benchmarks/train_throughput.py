@@ -21,10 +21,9 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 EXPERIMENT = os.path.join(ROOT, "experiments", "shakespeare_char.py")
-# glibc hands XLA's large scratch buffers back to the OS after every step and page-faults them in
-# again on the next; keeping them costs memory and saves ~15% of a CPU step.
-TUNED_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "1000000000000",
-                "MALLOC_ARENA_MAX": "1"}
+# Beside the config as shipped: the memory-lean choice for the larger size (recompute every
+# activation in the backward pass instead of keeping the matmul outputs).
+VARIANTS = {"default": {"remat=full": {"model.remat_policy": "full"}}}
 
 
 def child_lmjax(size, steps, overrides):
@@ -65,7 +64,7 @@ def train_to_end(size):
         subprocess.run([sys.executable, "-m", "lmjax.train", f"--config={EXPERIMENT}:size={size}",
                         f"--workdir={workdir}", "--config.train.progress=False",
                         "--config.train.sample_tokens=0"], check=True,
-                       env=dict(os.environ, **TUNED_MALLOC), stdout=subprocess.DEVNULL)
+                       stdout=subprocess.DEVNULL)
         with open(os.path.join(workdir, "summary.json")) as f:
             return json.load(f)["eval_loss"]
 
@@ -92,11 +91,15 @@ def main():
     rows = []
     for size in args.sizes.split(","):
         steps = args.steps or (30 if size == "baby" else 3)
-        results = {"lmjax": [], "nanoGPT": []}
+        variants = {"lmjax": {}, **{f"lmjax {name}": overrides
+                                    for name, overrides in VARIANTS.get(size, {}).items()}}
+        results = {name: [] for name in [*variants, "nanoGPT"]}
         for _ in range(args.rounds):
-            print(f"  {size}: lmjax ...", file=sys.stderr, flush=True)
-            results["lmjax"].append(spawn(["--child=lmjax", f"--size={size}", f"--steps={steps}"],
-                                          TUNED_MALLOC))
+            for name, overrides in variants.items():
+                print(f"  {size}: {name} ...", file=sys.stderr, flush=True)
+                results[name].append(spawn(["--child=lmjax", f"--size={size}",
+                                            f"--steps={steps}",
+                                            f"--overrides={json.dumps(overrides)}"]))
             print(f"  {size}: nanoGPT ...", file=sys.stderr, flush=True)
             results["nanoGPT"].append(spawn(["--child=nanogpt", f"--size={size}",
                                              f"--steps={steps}"]))
@@ -106,21 +109,26 @@ def main():
         tokens = cfg.train.batch_size * cfg.train.seq_len
         flops = results["lmjax"][0]["flops_per_token"]
         eval_loss = train_to_end(size) if args.train_to_end and size == "baby" else None
+        size_rows = {}
         for name, runs in results.items():
             s = statistics.median(r["s_per_step"] for r in runs)
-            rows.append((size, name, s * 1000, tokens / s, tokens / s * flops / peak,
-                         max(r["compile_s"] for r in runs), max(r["peak_rss_mib"] for r in runs),
-                         eval_loss if name == "lmjax" else None))
-        ratio = rows[-2][2] / rows[-1][2]
-        rows.append((size, "lmjax/nanoGPT", ratio, 1 / ratio, None, None,
-                     rows[-2][6] / rows[-1][6], None))
+            size_rows[name] = (size, name, s * 1000, tokens / s, tokens / s * flops / peak,
+                               max(r["compile_s"] for r in runs),
+                               max(r["peak_rss_mib"] for r in runs),
+                               eval_loss if name == "lmjax" else None)
+        rows.extend(size_rows.values())
+        base = size_rows["nanoGPT"]
+        for name in variants:
+            row = size_rows[name]
+            rows.append((size, f"{name} / nanoGPT", row[2] / base[2], row[3] / base[3], None,
+                         None, row[6] / base[6], None))
 
     header = ("config", "program", "ms/step", "tokens/s", "MFU", "compile s", "peak RSS MiB",
               "eval loss")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for size, name, ms, tps, mfu, comp, rss, loss in rows:
-        if name == "lmjax/nanoGPT":
+        if name.endswith("/ nanoGPT"):
             print(f"| {size} | {name} (ratio) | {ms:.2f}x | {tps:.2f}x | | | {rss:.2f}x | |")
             continue
         print(f"| {size} | {name} | {ms:,.1f} | {tps:,.0f} | {mfu:.0%} | {comp:.1f} | {rss:,.0f} | "
