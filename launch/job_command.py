@@ -12,6 +12,15 @@ from lmjax.errors import UsageError
 ENTRY_POINTS = ("lmjax-train", "lmjax-sweep")
 
 
+def split_at_dashes(argv) -> tuple[list[str], list[str]]:
+    """(launcher flags, job command): everything after a bare `--` is the job's own command."""
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, []
+    i = argv.index("--")
+    return argv[:i], argv[i + 1:]
+
+
 def flag_value(argv, name):
     """Value of --name=V or --name V in argv, else None."""
     for i, arg in enumerate(argv):
