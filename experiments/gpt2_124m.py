@@ -19,11 +19,12 @@ Mesh: the model fits replicated on every chip, so the default is pure data paral
       with 2 gradient-accumulation microbatches: 16 GiB holds ~30 sequences of activations)
 
 Commands (from nothing, see launch/README.md for the TPU VM steps):
-  lmjax-prepare --input='openwebtext/*.txt' --output=gs://BUCKET/owt --tokenizer=sentencepiece \\
+  lmjax-prepare --input='openwebtext/*.txt' --output=data/owt --tokenizer=sentencepiece \\
       --vocab_size=50257 --valid_fraction=0.0005
+  python launch/tpu_vm.py copy --name=gpt2 --zone=us-central2-b data/owt lmjax/data/owt
   python launch/tpu_vm.py run --name=gpt2 --zone=us-central2-b --accelerator_type=v4-8 -- \\
       lmjax-train --config=experiments/gpt2_124m.py:v4-8 --workdir=gs://BUCKET/gpt2_124m \\
-      --config.data.path=gs://BUCKET/owt
+      --config.data.path=data/owt
 """
 from lmjax.config import base_config
 

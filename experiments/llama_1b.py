@@ -17,11 +17,12 @@ Variants set the global batch for a slice (4M tokens is Llama 3's; these are sma
   :v6e-256  (256 chips)  batch 512 x 4096 = 2M tokens
 
 Commands (see launch/README.md for creating the slice and preparing data):
-  lmjax-prepare --input='corpus/*.txt' --output=gs://BUCKET/corpus --tokenizer=sentencepiece \\
+  lmjax-prepare --input='corpus/*.txt' --output=data/corpus --tokenizer=sentencepiece \\
       --vocab_size=128256
+  python launch/tpu_vm.py copy --name=pod --zone=us-east5-a data/corpus lmjax/data/corpus
   python launch/tpu_vm.py run --name=pod --zone=us-east5-a --accelerator_type=v5p-128 -- \\
       lmjax-train --config=experiments/llama_1b.py:v5p-128 --workdir=gs://BUCKET/llama_1b \\
-      --config.data.path=gs://BUCKET/corpus
+      --config.data.path=data/corpus
 """
 from lmjax.config import base_config
 

@@ -20,7 +20,7 @@ depth. Variants set the global batch for a slice:
 Commands (see launch/README.md for creating the slice and preparing data):
   python launch/tpu_vm.py run --name=pod --zone=us-east5-a --accelerator_type=v5p-128 -- \\
       lmjax-train --config=experiments/llama_8b.py:v5p-128 --workdir=gs://BUCKET/llama_8b \\
-      --config.data.path=gs://BUCKET/corpus
+      --config.data.path=data/corpus
 """
 import importlib.util
 import os
