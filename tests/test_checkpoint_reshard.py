@@ -25,8 +25,10 @@ for name, (data, fsdp, tensor), count in (("fsdp8", (1, 8, 1), 8), ("t2d4", (4, 
     mesh = sharding.make_mesh(cfg, devices=jax.devices()[:count])
     _, step, state = load_train_state(workdir, step=4, cfg=cfg, mesh=mesh)
     assert step == 4
-    kernel = state.params["layer_0"]["mlp"]["fc_in"]["kernel"]  # (embed, mlp) = (32, 64)
-    arrays[f"{name}:shard"] = np.asarray(kernel.sharding.shard_shape(kernel.shape))
+    # (embed, mlp) = (32, 64), behind a leading layers axis when the layers are scanned.
+    layer = state.params["layers"] if "layers" in state.params else state.params["layer_0"]
+    kernel = layer["mlp"]["fc_in"]["kernel"]
+    arrays[f"{name}:shard"] = np.asarray(kernel.sharding.shard_shape(kernel.shape)[-2:])
     arrays[f"{name}:devices"] = np.asarray(len(kernel.sharding.device_set))
     for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
         arrays[f"{name}:{jax.tree_util.keystr(path)}"] = np.asarray(leaf)
