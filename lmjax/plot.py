@@ -51,7 +51,7 @@ def _save(fig, path: str) -> None:
     # Write next to the target and rename, so a reader never sees half a PNG.
     tmp = out.parent / (out.name + ".tmp")
     with tmp.open("wb") as f:
-        fig.savefig(f, format="png", dpi=110)
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
     tmp.replace(out)
     plt.close(fig)
 
@@ -90,7 +90,14 @@ def plot_runs(workdirs, out: str, x_key: str = "step", title: str = "") -> None:
                          f"{', '.join(workdirs)}; pass workdirs of lmjax-train runs")
     ax.set(xlabel=x_key, ylabel="loss", title=title or "loss curves")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2 if drawn > 12 else 1)
+    if drawn > 8:
+        # Many runs: the legend goes beside the axes so it never hides the curves.
+        fig.set_size_inches(12, 5)
+        ax.legend(fontsize=6, ncol=1 if drawn <= 24 else 2, loc="upper left",
+                  bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        fig.tight_layout()
+    else:
+        ax.legend(fontsize=7)
     _save(fig, out)
 
 
