@@ -22,8 +22,9 @@ Commands (see launch/README.md for creating the slice and preparing data):
       lmjax-train --config=experiments/llama_8b.py:v5p-128 --workdir=gs://BUCKET/llama_8b \\
       --config.data.path=data/corpus
 """
-import importlib.util
 import os
+
+from lmjax.config import load_module
 
 VARIANTS = {
     None: {"batch_size": 256},
@@ -33,12 +34,9 @@ VARIANTS = {
 
 
 def _llama_config():
-    # Experiment files are loaded by path, not as a package: import the shared builder the same way.
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "llama_1b.py")
-    spec = importlib.util.spec_from_file_location("llama_1b", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.llama_config
+    # Experiment files are loaded by path, not as a package: load the shared builder the same way.
+    return load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                    "llama_1b.py")).llama_config
 
 
 def get_config(arg=None):
