@@ -23,7 +23,7 @@ PEAK_FLOPS = {
 }
 
 
-def measure_matmul_flops(n: int = 1024, repeats: int = 8) -> float:
+def measure_matmul_flops(n: int = 2048, repeats: int = 5) -> float:
     """Measured f32 matmul FLOP/s of this device: the honest ceiling on a CPU."""
     x = jnp.ones((n, n), jnp.float32)
     dot = jax.jit(lambda a: a @ a)
