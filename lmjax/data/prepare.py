@@ -10,7 +10,6 @@ Everything that can be wrong with the input is found before the first write. Enc
 document id after every document. Re-running on a finished directory with the same settings
 does nothing; --overwrite rebuilds it.
 """
-import argparse
 import contextlib
 import fcntl
 import multiprocessing
@@ -20,6 +19,7 @@ import time
 
 import numpy as np
 
+from lmjax.cli import ArgumentParser
 from lmjax.data import sources as src
 from lmjax.data import store
 from lmjax.data.tokenizer import ByteTokenizer, CharTokenizer, Tokenizer, load_tokenizer
@@ -244,14 +244,8 @@ def _encode(plan, output, tok, dtype, workers, shard_tokens, invalid_utf8, progr
     return {split: writer.finish() for split, writer in writers.items()}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def main(argv=None) -> int:
-    p = _Parser(prog="lmjax-prepare", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="lmjax-prepare", description=__doc__.split("\n")[0])
     p.add_argument("--input", required=True,
                    help="text files, globs or directories (*.txt), comma-separated")
     p.add_argument("--output", required=True, help="directory to write")
