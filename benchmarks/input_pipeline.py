@@ -20,7 +20,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 
 
 def raw_encode_seconds(model_path: str, files: list[str], threads: int) -> float:

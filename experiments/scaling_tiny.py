@@ -42,8 +42,6 @@ pipeline end to end at CPU scale; a faithful reproduction needs budgets of thous
 per point and a learning rate tuned per width. `:quick` (the same points with 1/10 of the
 tokens) ran in 14 min and gave a similar degenerate fit.
 """
-import os
-
 from lmjax.config import base_config
 
 SIZES = [(2, 64), (2, 96), (3, 128), (4, 160), (4, 192)]  # (layers, d_model)

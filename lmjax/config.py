@@ -254,7 +254,7 @@ def _positive(cfg, field):
 def validate(cfg, num_devices: int | None = None):
     """Checks everything that can be checked without compiling; raises ConfigError."""
     _check_known_fields(cfg, base_config(), "config")
-    m, t, o, ms = cfg.model, cfg.train, cfg.optim, cfg.mesh
+    m, t, o = cfg.model, cfg.train, cfg.optim
     for field in ("train.steps", "train.batch_size", "train.seq_len", "optim.lr",
                   "model.num_layers", "model.d_model", "model.num_heads", "model.d_ff",
                   "model.vocab_size", "model.max_seq_len", "train.log_every",

@@ -17,7 +17,6 @@ import os
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lmjax import sharding

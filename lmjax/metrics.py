@@ -1,6 +1,5 @@
 """Metrics: JSONL + TensorBoard writers, MFU and the peak FLOP/s it is measured against."""
 import json
-import os
 import time
 
 import jax

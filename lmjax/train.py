@@ -1,6 +1,5 @@
 """The train and eval steps, and the loop that runs them: `lmjax-train` / `python -m lmjax.train`."""
 import json
-import math
 import os
 import sys
 import time
