@@ -37,6 +37,9 @@ def base_config() -> ml_collections.ConfigDict:
     m.use_bias = True  # biases on dense layers and LayerNorm
     m.tie_embeddings = True
     m.init_std = 0.02
+    # sp | mup (μP: lmjax/model/parametrization.py says what scales with d_model / mup_base_width)
+    m.parametrization = "sp"
+    m.mup_base_width = 128
     m.scan_layers = False
     m.remat_policy = "none"  # none | full | any jax.checkpoint_policies name
     m.dtype = "float32"  # compute dtype
@@ -61,7 +64,7 @@ def base_config() -> ml_collections.ConfigDict:
     t.progress = True
 
     c.optim = o = ml_collections.ConfigDict()
-    o.name = "adamw"  # a name in lmjax.train.optim.OPTIMIZERS
+    o.name = "adamw"  # a name in lmjax.train.optim.OPTIMIZERS: adamw | adafactor | lion | muon
     o.lr = 1e-3
     o.min_lr = 1e-4
     o.warmup_steps = 100
@@ -78,6 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
     o.b2 = 0.95
     o.eps = 1e-8
     o.grad_accum_steps = 1
+    # muon: Muon's LR and momentum for the hidden matrices; optim.lr is its AdamW's for the rest
+    o.muon_lr = 0.02
+    o.muon_beta = 0.95
 
     c.mesh = ms = ml_collections.ConfigDict()
     ms.data = -1  # -1 = all remaining devices

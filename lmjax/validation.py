@@ -13,6 +13,7 @@ from lmjax.errors import ConfigError
 from lmjax.model.attention import ATTENTION_BACKENDS
 from lmjax.model.layers import NORMS
 from lmjax.model.mlp import MLPS
+from lmjax.model.parametrization import PARAMETRIZATIONS
 from lmjax.model.positions import POSITIONS
 from lmjax.parallel.mesh import BATCH_AXES, mesh_shape
 from lmjax.train.metrics import WRITERS, check_writer_packages
@@ -43,7 +44,7 @@ def validate(cfg, num_devices: int | None = None):
     m, t, o = cfg.model, cfg.train, cfg.optim
     for field in ("train.steps", "train.batch_size", "train.seq_len", "optim.lr",
                   "model.num_layers", "model.d_model", "model.num_heads", "model.d_ff",
-                  "model.vocab_size", "model.max_seq_len", "train.log_every",
+                  "model.vocab_size", "model.max_seq_len", "train.log_every", "optim.muon_lr",
                   "train.eval_every", "train.checkpoint_every", "optim.grad_accum_steps"):
         _positive(cfg, field)
     if t.eval_steps < 0:
@@ -54,7 +55,7 @@ def validate(cfg, num_devices: int | None = None):
         raise ConfigError(f"optim.min_lr={o.min_lr}: must lie between 0 and optim.lr={o.lr}")
     choices = {
         "model.positions": POSITIONS, "model.norm": NORMS, "model.mlp": MLPS,
-        "model.attention": ATTENTION_BACKENDS,
+        "model.attention": ATTENTION_BACKENDS, "model.parametrization": PARAMETRIZATIONS,
         "model.dtype": ("float32", "bfloat16", "float16"),
         "model.param_dtype": ("float32", "bfloat16"),
         "optim.name": OPTIMIZERS, "optim.schedule": SCHEDULES, "optim.decay_shape": DECAY_SHAPES,
@@ -92,6 +93,9 @@ def validate(cfg, num_devices: int | None = None):
     if t.batch_size % o.grad_accum_steps:
         raise ConfigError(f"train.batch_size={t.batch_size}: not divisible by "
                           f"optim.grad_accum_steps={o.grad_accum_steps}")
+    if m.parametrization == "mup" and m.mup_base_width <= 0:
+        raise ConfigError(f"model.mup_base_width={m.mup_base_width}: must be > 0 (the d_model "
+                          "whose tuned hyperparameters transfer)")
     _validate_schedule(cfg)
     _validate_mesh(cfg, num_devices)
     _validate_data(cfg)

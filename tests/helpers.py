@@ -179,8 +179,10 @@ def np_rope(x_BTHK, positions_BT, theta):
     return np.concatenate([z.real, z.imag], axis=-1)
 
 
-def np_attention(x, p, num_heads, num_kv_heads, positions=None, rope_theta=None, segments=None):
-    """Causal softmax attention; kv head g serves query heads [g*H/G, (g+1)*H/G)."""
+def np_attention(x, p, num_heads, num_kv_heads, positions=None, rope_theta=None, segments=None,
+                 scale=None):
+    """Causal softmax attention; kv head g serves query heads [g*H/G, (g+1)*H/G).
+    Scores are scaled by `scale`, 1/sqrt(head_dim) by default."""
     B, T, _ = x.shape
     q, k, v = np_dense(x, p["query"]), np_dense(x, p["key"]), np_dense(x, p["value"])
     if positions is None:
@@ -189,7 +191,8 @@ def np_attention(x, p, num_heads, num_kv_heads, positions=None, rope_theta=None,
         q, k = np_rope(q, positions, rope_theta), np_rope(k, positions, rope_theta)
     group = num_heads // num_kv_heads
     k, v = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
-    scores = np.einsum("bthk,bshk->bhts", q, k) / math.sqrt(q.shape[-1])
+    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = np.einsum("bthk,bshk->bhts", q, k) * scale
     allowed = np.tril(np.ones((T, T), bool))[None, None]
     if segments is not None:
         allowed = allowed & (segments[:, None, :, None] == segments[:, None, None, :])
@@ -207,9 +210,20 @@ def np_norm(x, p, kind, eps):
     return np_rmsnorm(x, p["scale"], eps)
 
 
+def np_mup_factors(mc):
+    """(attention score scale, logit multiplier) from Tensor Programs V: 1/K attention (times
+    sqrt of the base width's head dim, so the base model is sp), logits times base/width."""
+    K = mc.head_dim or mc.d_model // mc.num_heads
+    if mc.get("parametrization", "sp") != "mup":
+        return 1 / math.sqrt(K), 1.0
+    base_K = mc.head_dim or mc.mup_base_width // mc.num_heads
+    return math.sqrt(base_K) / K, mc.mup_base_width / mc.d_model
+
+
 def np_transformer(tokens, params, mc, positions=None, segments=None):
     """The whole decoder (pre-norm blocks, final norm, tied or untied head) in numpy."""
     B, T = tokens.shape
+    attn_scale, logit_mult = np_mup_factors(mc)
     if positions is None:
         positions = np.broadcast_to(np.arange(T), (B, T))
     x = params["embed"]["embedding"][tokens]
@@ -220,12 +234,12 @@ def np_transformer(tokens, params, mc, positions=None, segments=None):
         p = params[f"layer_{i}"]
         x = x + np_attention(np_norm(x, p["attn_norm"], mc.norm, mc.norm_eps), p["attn"],
                              mc.num_heads, mc.num_kv_heads or mc.num_heads, positions,
-                             rope_theta, segments)
+                             rope_theta, segments, attn_scale)
         x = x + np_mlp(np_norm(x, p["mlp_norm"], mc.norm, mc.norm_eps), p["mlp"], mc.mlp)
     x = np_norm(x, params["final_norm"], mc.norm, mc.norm_eps)
     if mc.tie_embeddings:
-        return x @ params["embed"]["embedding"].T
-    return np_dense(x, params["lm_head"])
+        return x @ params["embed"]["embedding"].T * logit_mult
+    return np_dense(x, params["lm_head"]) * logit_mult
 
 
 def np_cross_entropy(logits, targets):

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lmjax.model import parametrization
 from lmjax.model.layers import Projection, constrain, out_init_std
 from lmjax.model.positions import POSITIONS
 
@@ -113,7 +114,8 @@ class Attention(nn.Module):
 
         def proj(name, heads, axis):
             return Projection((D,), (heads, K), ("embed", axis, "head_dim"), c.use_bias,
-                              c.init_std, param_dtype, dtype, name=name)
+                              parametrization.hidden_init_std(c, c.init_std), param_dtype, dtype,
+                              name=name)
 
         q = proj("query", H, "heads")(x_BxTxD)
         k = proj("key", G, "kv_heads")(x_BxTxD)
@@ -124,6 +126,8 @@ class Attention(nn.Module):
         rotate = POSITIONS[c.positions].rotate
         if rotate is not None:
             q, k = rotate(q, positions_BxT, c), rotate(k, positions_BxT, c)
+        if c.parametrization == "mup":
+            q = q * jnp.asarray(parametrization.query_multiplier(c, K), q.dtype)
 
         if self.decode_len:
             out = cached_attention(self, q, k, v, positions_BxT, self.decode_len)
@@ -131,4 +135,5 @@ class Attention(nn.Module):
             out = ATTENTION_BACKENDS[c.attention](q, k, v, segments_BxT, c)
         out = constrain(out, ("batch", "act_len", "act_heads", None))
         return Projection((H, K), (D,), ("heads", "head_dim", "embed"), c.use_bias,
-                          out_init_std(c), param_dtype, dtype, name="out")(out)
+                          parametrization.hidden_init_std(c, out_init_std(c)), param_dtype, dtype,
+                          name="out")(out)

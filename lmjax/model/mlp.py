@@ -8,13 +8,14 @@ import jax
 import jax.numpy as jnp
 
 from lmjax.model.layers import Projection, constrain, out_init_std
+from lmjax.model.parametrization import hidden_init_std
 
 UP_AXES, DOWN_AXES = ("embed", "mlp"), ("mlp", "embed")
 
 
 def _proj(cfg, name, in_dim, out_dim, axes, std):
-    return Projection((in_dim,), (out_dim,), axes, cfg.use_bias, std, jnp.dtype(cfg.param_dtype),
-                      jnp.dtype(cfg.dtype), name=name)
+    return Projection((in_dim,), (out_dim,), axes, cfg.use_bias, hidden_init_std(cfg, std),
+                      jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype), name=name)
 
 
 def gelu_mlp(approximate: bool):

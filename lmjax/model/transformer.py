@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lmjax.model import parametrization
 from lmjax.model.attention import Attention
 from lmjax.model.layers import Embed, Norm, Projection, constrain
 from lmjax.model.mlp import MLP
@@ -71,5 +72,7 @@ class Transformer(nn.Module):
         else:
             logits = Projection((c.d_model,), (c.vocab_size,), ("embed", "vocab"), False,
                                 c.init_std, param_dtype, dtype, name="lm_head")(x_BxTxD)
+        if c.parametrization == "mup":
+            logits = logits * parametrization.logit_multiplier(c)
         logits = constrain(logits, ("batch", "act_len", "act_vocab"))
         return logits.astype(jnp.float32)

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from lmjax.parallel import shardings as sharding
 
@@ -36,12 +37,33 @@ def abstract_params(model, cfg):
 def state_shardings(model, tx, cfg, mesh, logical_rules):
     boxed = abstract_params(model, cfg)
     param_sh = sharding.logical_to_sharding(boxed, mesh, logical_rules)
-    abstract_opt = jax.eval_shape(tx.init, strip_boxes(boxed))
+    params = strip_boxes(boxed)
+    abstract_opt = jax.eval_shape(tx.init, params)
     replicated = sharding.replicated(mesh)
     # Optimizer moments mirror the parameters; counters and scalars are replicated.
-    opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_sh,
-                                   transform_non_params=lambda _: replicated)
+    # A partitioned optimizer (Muon's groups) holds each group's moments with MaskedNode where
+    # the parameter belongs to another group: those stay as they are.
+    masked = lambda x: isinstance(x, optax.MaskedNode)
+    opt_sh = optax.tree_map_params(
+        tx, lambda leaf, sh, p: leaf if masked(leaf) else moment_sharding(sh, p.shape, leaf.shape,
+                                                                           replicated),
+        abstract_opt, param_sh, params, transform_non_params=lambda _: replicated,
+        is_leaf=masked)
     return TrainState(step=replicated, params=param_sh, opt_state=opt_sh)
+
+
+def moment_sharding(param_sharding, param_shape, moment_shape, replicated):
+    """A per-parameter moment's sharding: the parameter's, or, for a factored moment (Adafactor's
+    row/column statistics: the parameter's shape with one axis removed), the parameter's with
+    that axis's entry dropped. Anything else (placeholders) is replicated."""
+    if tuple(moment_shape) == tuple(param_shape):
+        return param_sharding
+    spec = tuple(param_sharding.spec) + (None,) * (len(param_shape) - len(param_sharding.spec))
+    if len(moment_shape) == len(param_shape) - 1:
+        for i in range(len(param_shape)):
+            if param_shape[:i] + param_shape[i + 1:] == tuple(moment_shape):
+                return NamedSharding(param_sharding.mesh, P(*(spec[:i] + spec[i + 1:])))
+    return replicated
 
 
 def abstract_state(model, tx, cfg, shardings: TrainState) -> TrainState:
