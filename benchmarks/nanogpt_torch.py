@@ -13,9 +13,10 @@ import torch.nn.functional as F
 
 
 class Block(nn.Module):
-    def __init__(self, d, heads):
+    def __init__(self, d, heads, dropout=0.0):
         super().__init__()
-        self.heads = heads
+        self.heads, self.dropout = heads, dropout
+        self.resid_dropout, self.mlp_dropout = nn.Dropout(dropout), nn.Dropout(dropout)
         # nanoGPT's train.py default: bias=False in LayerNorm and Linear layers.
         self.ln_1, self.ln_2 = nn.LayerNorm(d, bias=False), nn.LayerNorm(d, bias=False)
         self.c_attn, self.c_proj = nn.Linear(d, 3 * d, bias=False), nn.Linear(d, d, bias=False)
@@ -26,19 +27,21 @@ class Block(nn.Module):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
 
     def forward(self, x):
         x = x + self.attn(self.ln_1(x))
-        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
+        return x + self.mlp_dropout(self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)))))
 
 
 class GPT(nn.Module):
-    def __init__(self, vocab, block_size, layers, heads, d):
+    def __init__(self, vocab, block_size, layers, heads, d, dropout=0.0):
         super().__init__()
         self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(block_size, d)
-        self.blocks = nn.ModuleList(Block(d, heads) for _ in range(layers))
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(d, heads, dropout) for _ in range(layers))
         self.ln_f = nn.LayerNorm(d, bias=False)
         self.lm_head = nn.Linear(d, vocab, bias=False)
         self.wte.weight = self.lm_head.weight
@@ -49,18 +52,19 @@ class GPT(nn.Module):
 
     def forward(self, idx, targets):
         pos = torch.arange(idx.shape[1])
-        x = self.wte(idx) + self.wpe(pos)
+        x = self.drop(self.wte(idx) + self.wpe(pos))
         for block in self.blocks:
             x = block(x)
         logits = self.lm_head(self.ln_f(x))
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
 
 
-def time_nanogpt(vocab, layers, heads, d, seq_len, batch, steps, warmup=2, threads=2, seed=0):
+def time_nanogpt(vocab, layers, heads, d, seq_len, batch, steps, warmup=2, threads=2, seed=0,
+                 dropout=0.0):
     """Median seconds per train step (forward, backward, clip, AdamW), as nanoGPT's train.py."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    model = GPT(vocab, seq_len, layers, heads, d)
+    model = GPT(vocab, seq_len, layers, heads, d, dropout)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},

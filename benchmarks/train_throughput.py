@@ -36,14 +36,14 @@ def child_lmjax(size, steps, overrides):
             "peak_rss_mib": peak_rss_mib()}
 
 
-def child_nanogpt(size, steps):
+def child_nanogpt(size, steps, dropout=0.0):
     sys.path.insert(0, ROOT)
     from benchmarks.common import load, peak_rss_mib
     from benchmarks.nanogpt_torch import time_nanogpt
     cfg = load(f"{EXPERIMENT}:size={size}")
     m, t = cfg.model, cfg.train
     seconds = time_nanogpt(m.vocab_size, m.num_layers, m.num_heads, m.d_model, t.seq_len,
-                           t.batch_size, steps)
+                           t.batch_size, steps, dropout=dropout)
     return {"s_per_step": seconds, "compile_s": 0.0, "peak_rss_mib": peak_rss_mib()}
 
 
@@ -78,10 +78,11 @@ def main():
     parser.add_argument("--child", choices=["lmjax", "nanogpt", "peak"])
     parser.add_argument("--size", default="baby")
     parser.add_argument("--overrides", default="{}")
+    parser.add_argument("--dropout", type=float, default=0.0, help="nanoGPT child's dropout")
     args = parser.parse_args()
     if args.child:
         result = {"lmjax": lambda: child_lmjax(args.size, args.steps, json.loads(args.overrides)),
-                  "nanogpt": lambda: child_nanogpt(args.size, args.steps),
+                  "nanogpt": lambda: child_nanogpt(args.size, args.steps, args.dropout),
                   "peak": child_peak}[args.child]()
         print(json.dumps(result))
         return

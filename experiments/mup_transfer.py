@@ -1,11 +1,19 @@
 """μP learning-rate transfer (Tensor Programs V, figure 1) on Tiny Shakespeare, characters.
 
 Widths 32, 64, 128, 256 (2 layers, 4 heads, so the head dim grows with width; d_ff = 4 d_model)
-x 5 Adam learning rates, under sp and under mup with base width 32. Each point trains 250 steps
-of 16 x 64 tokens (cosine to lr/10 after 25 warmup steps) and reports the eval loss.
+x 5 Adam learning rates, under sp and under mup with base width 32. Each point trains 200 steps
+of 16 x 64 tokens (cosine to lr/10 after 20 warmup steps) and reports the eval loss.
 
-  lmjax-sweep --config=experiments/mup_transfer.py --workdir=runs/mup_transfer
-  python experiments/mup_transfer.py runs/mup_transfer   # the table below and the plot
+  python experiments/mup_transfer.py run runs/mup_transfer     # the grid, then table and plot
+  python experiments/mup_transfer.py report runs/mup_transfer  # table and plot of a finished grid
+
+`run` trains every point in one process and compiles one train step per (parametrization,
+width), shared by the 5 learning rates: the step is lmjax.train.step.make_train_step over the
+config's optimizer at lr 1 followed by optax.scale(lr) with lr held in the optimizer state
+(optax.inject_hyperparams). AdamW's update is linear in its learning rate, so this is the same
+update as the optimizer at that lr. The same points also run one process each with
+`lmjax-sweep --config=experiments/mup_transfer.py --workdir=ROOT` (its results.csv is read by
+`report` too), which on a shared 2-core CPU costs minutes of start-up and compile per point.
 
 What it must show: under mup the best learning rate is the same grid point at every width, and
 the loss at that learning rate falls with width; under sp the best learning rate moves down as
@@ -38,11 +46,11 @@ def get_config(arg=None):
     m.positions, m.norm, m.mlp, m.use_bias, m.tie_embeddings = "learned", "layernorm", "gelu", True, True
     m.mup_base_width = BASE_WIDTH
     t = c.train
-    t.steps, t.batch_size, t.seq_len = 250, 16, 64
-    t.eval_every, t.eval_steps, t.log_every = 250, 10, 25
-    t.checkpoint_every, t.sample_tokens, t.progress = 250, 0, False
+    t.steps, t.batch_size, t.seq_len = 200, 16, 64
+    t.eval_every, t.eval_steps, t.log_every = 200, 10, 20
+    t.checkpoint_every, t.sample_tokens, t.progress = 200, 0, False
     o = c.optim
-    o.warmup_steps, o.schedule, o.weight_decay, o.b2 = 25, "cosine", 0.1, 0.99
+    o.warmup_steps, o.schedule, o.weight_decay, o.b2 = 20, "cosine", 0.1, 0.99
     c.data.path = os.path.join(os.path.dirname(lmjax.__file__), "data", "tinyshakespeare.txt")
     return c
 
@@ -50,19 +58,85 @@ def get_config(arg=None):
 def sweep(add, arg=None):
     for width in WIDTHS:  # narrow first, so a partial sweep has whole rows of both tables
         for param in PARAMETRIZATIONS:
+            if param == "mup" and width == BASE_WIDTH:
+                continue  # at its base width the mup model is the sp model (tests/test_mup.py)
             for lr in LRS:
                 add(**{"model.parametrization": param, "model.d_model": width,
                        "model.d_ff": 4 * width, "optim.lr": lr, "optim.min_lr": lr / 10})
 
 
+def run_grid(root):
+    """Trains the grid in this process; writes ROOT/results.csv as lmjax-sweep would name it."""
+    import time
+
+    import jax
+    import numpy as np
+    import optax
+
+    from lmjax import config as config_lib, validation
+    from lmjax.data import make_data
+    from lmjax.model import build_model
+    from lmjax.train import step as step_lib
+    from lmjax.train.optim import make_optimizer
+    from lmjax.train.state import TrainState
+
+    os.makedirs(root, exist_ok=True)
+    rows = []
+    points = []
+    sweep(lambda **o: points.append(o))
+    by_model = {}
+    for p in points:
+        by_model.setdefault((p["model.parametrization"], p["model.d_model"]), []).append(p)
+    for (param, width), group in by_model.items():
+        cfg = get_config()
+        config_lib.apply_overrides(cfg, {**group[0], "optim.lr": 1.0, "optim.min_lr": 0.1})
+        validation.validate(cfg, 1)
+        model = build_model(cfg.model)
+        unit_tx, schedule = make_optimizer(cfg)
+        tx = optax.chain(unit_tx, optax.inject_hyperparams(optax.scale)(step_size=1.0))
+        train_step = jax.jit(step_lib.make_train_step(model, tx, schedule, cfg))
+        eval_step = jax.jit(step_lib.make_eval_step(model, cfg))
+        data = make_data(cfg, os.path.join(root, "data"))
+        tokens = np.zeros((1, cfg.train.seq_len), np.int32)
+        params = jax.tree.map(lambda x: x.unbox() if hasattr(x, "unbox") else x,
+                              model.init(jax.random.key(cfg.seed), tokens)["params"],
+                              is_leaf=lambda x: hasattr(x, "unbox"))
+        for point in group:
+            lr = point["optim.lr"]
+            start = time.perf_counter()
+            opt_state = tx.init(params)
+            opt_state[1].hyperparams["step_size"] = jax.numpy.asarray(lr, jax.numpy.float32)
+            state = TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
+                               opt_state=opt_state)
+            train = make_data(cfg, os.path.join(root, "data")).train
+            for _ in range(cfg.train.steps):
+                state, metrics = train_step(state, next(train))
+            total, count = 0.0, 0.0
+            for batch in data.eval_batches():
+                s, c = eval_step(state.params, batch)
+                total, count = total + float(s), count + float(c)
+            eval_loss = total / max(count, 1.0)
+            rows.append({"model.parametrization": param, "model.d_model": width, "optim.lr": lr,
+                         "eval_loss": eval_loss, "train_loss": float(metrics["train_loss"]),
+                         "wall_time_s": time.perf_counter() - start})
+            print(f"{param} d_model {width} lr {lr}: eval loss {eval_loss:.4f} "
+                  f"({rows[-1]['wall_time_s']:.0f} s)", flush=True)
+            with open(os.path.join(root, "results.csv"), "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+
+
 def read_results(root):
-    """{(parametrization, width, lr): eval loss} from lmjax-sweep's ROOT/results.csv."""
+    """{(parametrization, width, lr): eval loss} from ROOT/results.csv (run or lmjax-sweep)."""
     out = {}
     with open(os.path.join(root, "results.csv")) as f:
         for row in csv.DictReader(f):
             loss = float(row["eval_loss"]) if row.get("eval_loss") else math.nan
-            out[(row["model.parametrization"], int(row["model.d_model"]),
-                 float(row["optim.lr"]))] = loss
+            key = (row["model.parametrization"], int(row["model.d_model"]), float(row["optim.lr"]))
+            out[key] = loss
+            if key[0] == "sp" and key[1] == BASE_WIDTH:
+                out[("mup",) + key[1:]] = loss
     return out
 
 
@@ -93,7 +167,7 @@ def plot(results, out=PLOT):
         ax.set_xlabel("learning rate")
         ax.set_title(f"{param}" + (f" (base width {BASE_WIDTH})" if param == "mup" else ""))
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("eval loss after 250 steps")
+    axes[0].set_ylabel("eval loss after 200 steps")
     axes[1].legend()
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -101,8 +175,10 @@ def plot(results, out=PLOT):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python experiments/mup_transfer.py SWEEP_ROOT")
-    results = read_results(sys.argv[1])
+    if len(sys.argv) != 3 or sys.argv[1] not in ("run", "report"):
+        sys.exit("usage: python experiments/mup_transfer.py run|report ROOT")
+    if sys.argv[1] == "run":
+        run_grid(sys.argv[2])
+    results = read_results(sys.argv[2])
     print(table(results))
     print("plot:", plot(results))

@@ -5,7 +5,7 @@ Variants (the part after the colon):
                 2000 steps, lr 1e-3 with 100 warmup steps and cosine decay to 1e-4, no dropout.
                 lmjax-train --config=experiments/shakespeare_char.py --workdir=runs/sc
   size=default  nanoGPT's GPU settings: 6 layers, 6 heads, d_model 384, seq 256, batch 64,
-                5000 steps, lr 1e-3, warmup 100, cosine to 1e-4.
+                5000 steps, lr 1e-3, warmup 100, cosine to 1e-4, dropout 0.2.
                 lmjax-train --config=experiments/shakespeare_char.py:size=default --workdir=runs/scd
 
 The model is GPT-2 style with biases and the tanh GELU; nanoGPT's train.py defaults to no biases
@@ -14,8 +14,9 @@ and the exact GELU (`--config.model.use_bias=False --config.model.mlp=gelu_exact
 Expected (baby): eval loss <= 1.89 after 2000 steps; nanoGPT reaches 1.886 with these settings.
 Measured here (2-core CPU): 1.8795 (benchmarks/train_throughput.py --sizes baby --train_to_end),
 1.8762 in a separate run; with nanoGPT's no-bias, exact-GELU model 1.8898.
-Expected (default): nanoGPT reports val 1.4697 after 5000 iterations on one A100, with dropout
-0.2, which lmjax does not implement; without dropout expect some overfitting past ~2500 steps.
+Expected (default): nanoGPT's README reports val 1.4697 after 5000 iterations on one A100, with
+dropout 0.2 (on the embeddings, attention probabilities, attention and MLP outputs), as here.
+Warmup follows nanoGPT's get_lr: lr * (step + 1) / (warmup + 1).
 
 Speed on a 2-core CPU, side by side with nanoGPT (PyTorch, eager, 2 threads), from
 `python benchmarks/train_throughput.py`: baby 38.0 ms/step vs nanoGPT 38.4 (0.99x); default
@@ -28,8 +29,10 @@ import lmjax
 from lmjax.config import base_config
 
 SIZES = {
-    "baby": dict(num_layers=4, num_heads=4, d_model=128, seq_len=64, batch_size=12, steps=2000),
-    "default": dict(num_layers=6, num_heads=6, d_model=384, seq_len=256, batch_size=64, steps=5000),
+    "baby": dict(num_layers=4, num_heads=4, d_model=128, seq_len=64, batch_size=12, steps=2000,
+                 dropout=0.0),
+    "default": dict(num_layers=6, num_heads=6, d_model=384, seq_len=256, batch_size=64, steps=5000,
+                    dropout=0.2),
 }
 
 
@@ -73,6 +76,7 @@ def get_config(arg=None):
     c.optim.decay_embeddings = True  # as nanoGPT: every matrix decays, norms and biases do not
     c.optim.b2 = 0.99
     c.optim.grad_clip = 1.0
+    c.model.dropout = s["dropout"]
     c.data.path = os.path.join(os.path.dirname(lmjax.__file__), "data", "tinyshakespeare.txt")
     c.data.tokenizer = "char"
     c.data.valid_fraction = 0.1

@@ -47,6 +47,10 @@ def base_config() -> ml_collections.ConfigDict:
     m.attention = "einsum"  # einsum | blockwise | dot_product (jax.nn.dot_product_attention)
     m.attention_block = 64  # query/key block size of the blockwise backend
     m.mask_documents = False  # stop attention at document boundaries (needs segment ids)
+    # Dropout on the embeddings, attention probabilities, attention and MLP outputs (as nanoGPT),
+    # in training only; its masks are a pure function of (seed, step, layer).
+    m.dropout = 0.0
+    m.z_loss = 0.0  # coefficient of log²Z added to the training loss (PaLM uses 1e-4)
 
     c.train = t = ml_collections.ConfigDict()
     t.steps = 1000
@@ -121,6 +125,9 @@ def base_config() -> ml_collections.ConfigDict:
     # epoch = one pass over the tokens); 1 gives every offset, like nanoGPT's random windows.
     d.window_stride = 0
     d.prefetch = 2  # batches read ahead in a background thread (0 = read on demand)
+    # Instead of data.path: ((prepared directory, weight), ...) sharing one tokenizer; each global
+    # batch draws its rows from the sources in these proportions (lmjax/data/mixture.py).
+    d.mixture = ()
 
     c.metrics = mt = ml_collections.ConfigDict()
     mt.peak_flops_per_device = 0.0  # 0 = from the device kind (measured matmul peak on CPU)

@@ -93,6 +93,13 @@ def validate(cfg, num_devices: int | None = None):
     if t.batch_size % o.grad_accum_steps:
         raise ConfigError(f"train.batch_size={t.batch_size}: not divisible by "
                           f"optim.grad_accum_steps={o.grad_accum_steps}")
+    if not 0 <= m.dropout < 1:
+        raise ConfigError(f"model.dropout={m.dropout}: must be in [0, 1)")
+    if m.z_loss < 0:
+        raise ConfigError(f"model.z_loss={m.z_loss}: must be >= 0")
+    if m.dropout > 0 and m.attention == "dot_product":
+        raise ConfigError("model.dropout with model.attention='dot_product': "
+                          "jax.nn.dot_product_attention has no dropout; use einsum or blockwise")
     if m.parametrization == "mup" and m.mup_base_width <= 0:
         raise ConfigError(f"model.mup_base_width={m.mup_base_width}: must be > 0 (the d_model "
                           "whose tuned hyperparameters transfer)")
@@ -149,12 +156,36 @@ def _validate_data(cfg):
                           "must be >= 0")
     if not 0 <= d.valid_fraction < 1:
         raise ConfigError(f"data.valid_fraction={d.valid_fraction}: must be in [0, 1)")
+    if d.mixture:
+        _validate_mixture(d.mixture)
+        return
     path = d.path
     if not path:
         return
     if not (os.path.exists(path) or glob.glob(path)):
         raise ConfigError(f"data.path={path!r}: no such file or directory; point it at a text "
                           "file, a glob, or a directory written by lmjax-prepare")
+
+
+def _validate_mixture(mixture):
+    from lmjax.data import store
+    for entry in mixture:
+        if not (isinstance(entry, (tuple, list)) and len(entry) == 2
+                and isinstance(entry[0], str) and isinstance(entry[1], (int, float))):
+            raise ConfigError(f"data.mixture: {entry!r} is not a (directory, weight) pair; write "
+                              "data.mixture=(('DIR_A', 0.7), ('DIR_B', 0.3))")
+        directory, weight = entry
+        if weight <= 0:
+            raise ConfigError(f"data.mixture: {directory!r} has weight {weight}; every weight "
+                              "must be > 0 (drop the source instead)")
+        if not store.is_complete(directory):
+            raise ConfigError(f"data.mixture: {directory!r} is not a directory written by "
+                              "lmjax-prepare (no metadata.json); prepare each source first")
+    fingerprints = {d: store.read_metadata(d)["tokenizer"]["fingerprint"] for d, _ in mixture}
+    if len(set(fingerprints.values())) > 1:
+        raise ConfigError("data.mixture: the sources were prepared with different tokenizers ("
+                          + ", ".join(f"{d}: {f[:12]}" for d, f in fingerprints.items())
+                          + "); prepare every source with one tokenizer")
 
 
 def to_dict(cfg) -> dict:

@@ -180,7 +180,7 @@ def np_rope(x_BTHK, positions_BT, theta):
 
 
 def np_attention(x, p, num_heads, num_kv_heads, positions=None, rope_theta=None, segments=None,
-                 scale=None):
+                 scale=None, drop_probs=None):
     """Causal softmax attention; kv head g serves query heads [g*H/G, (g+1)*H/G).
     Scores are scaled by `scale`, 1/sqrt(head_dim) by default."""
     B, T, _ = x.shape
@@ -200,6 +200,8 @@ def np_attention(x, p, num_heads, num_kv_heads, positions=None, rope_theta=None,
     scores = scores - scores.max(-1, keepdims=True)
     probs = np.exp(scores)
     probs /= probs.sum(-1, keepdims=True)
+    if drop_probs is not None:
+        probs = drop_probs(probs)
     out = np.einsum("bhts,bshk->bthk", probs, v)
     return np_dense(out, p["out"], n_in=2)
 
@@ -220,8 +222,14 @@ def np_mup_factors(mc):
     return math.sqrt(base_K) / K, mc.mup_base_width / mc.d_model
 
 
-def np_transformer(tokens, params, mc, positions=None, segments=None):
-    """The whole decoder (pre-norm blocks, final norm, tied or untied head) in numpy."""
+def np_transformer(tokens, params, mc, positions=None, segments=None, dropout_masks=None):
+    """The whole decoder (pre-norm blocks, final norm, tied or untied head) in numpy.
+
+    dropout_masks: {"embed": keep mask, "layer_i": {"probs", "attn", "mlp": keep masks}} applies
+    nanoGPT's dropout (kept values scaled by 1 / (1 - model.dropout)) at those four places."""
+    keep = 1.0 - mc.get("dropout", 0.0)
+    drop = lambda x, mask: x if dropout_masks is None else x * mask / keep
+    masks = dropout_masks or {}
     B, T = tokens.shape
     attn_scale, logit_mult = np_mup_factors(mc)
     if positions is None:
@@ -229,13 +237,17 @@ def np_transformer(tokens, params, mc, positions=None, segments=None):
     x = params["embed"]["embedding"][tokens]
     if mc.positions == "learned":
         x = x + params["pos_embed"][positions]
+    x = drop(x, masks.get("embed"))
     rope_theta = mc.rope_theta if mc.positions == "rope" else None
     for i in range(mc.num_layers):
-        p = params[f"layer_{i}"]
-        x = x + np_attention(np_norm(x, p["attn_norm"], mc.norm, mc.norm_eps), p["attn"],
-                             mc.num_heads, mc.num_kv_heads or mc.num_heads, positions,
-                             rope_theta, segments, attn_scale)
-        x = x + np_mlp(np_norm(x, p["mlp_norm"], mc.norm, mc.norm_eps), p["mlp"], mc.mlp)
+        p, m = params[f"layer_{i}"], masks.get(f"layer_{i}", {})
+        drop_probs = None if dropout_masks is None else (lambda pr, m=m: drop(pr, m["probs"]))
+        h = np_attention(np_norm(x, p["attn_norm"], mc.norm, mc.norm_eps), p["attn"],
+                         mc.num_heads, mc.num_kv_heads or mc.num_heads, positions,
+                         rope_theta, segments, attn_scale, drop_probs)
+        x = x + drop(h, m.get("attn"))
+        x = x + drop(np_mlp(np_norm(x, p["mlp_norm"], mc.norm, mc.norm_eps), p["mlp"], mc.mlp),
+                     m.get("mlp"))
     x = np_norm(x, params["final_norm"], mc.norm, mc.norm_eps)
     if mc.tie_embeddings:
         return x @ params["embed"]["embedding"].T * logit_mult

@@ -81,3 +81,24 @@ def test_two_interruptions_in_a_row(reference, tmp_path):
     h.train(workdir, **RUN)
     assert h.losses(workdir) == reference
     assert os.path.isdir(os.path.join(workdir, "checkpoints", str(STEPS)))
+
+
+@pytest.mark.slow
+def test_kill9_with_dropout_and_muon_matches_uninterrupted_run(tmp_path):
+    """Dropout's masks come from (seed, step) inside the step, and Muon's state is checkpointed
+    like AdamW's: a kill -9 and rerun still logs the uninterrupted run's losses bit for bit."""
+    run = dict(RUN, model__dropout=0.2, optim__name="muon")
+    reference_dir = str(tmp_path / "reference")
+    h.train(reference_dir, **run)
+    reference = h.losses(reference_dir)
+    workdir = str(tmp_path / "run")
+    code, _ = h.interrupt_at(workdir, 6, h.train_command(workdir, **run), signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    saved = h.checkpoint_steps(workdir)
+    result = h.train(workdir, **run)
+    resumed_from = max(saved, default=0)
+    if saved:
+        assert f"resumed from step {resumed_from}" in result.stdout
+    resumed = h.losses(workdir)
+    assert sorted(resumed) == list(range(1, STEPS + 1))
+    assert resumed == reference

@@ -31,6 +31,9 @@ class Data:
     tokenizer: Tokenizer
     train: Iterator[Batch]
     eval_batches: Callable[[], Iterator[Batch]]
+    # data.mixture: each source's held-out batches by name (eval_loss/<name>); eval_batches is
+    # all of them together.
+    eval_sources: dict = dataclasses.field(default_factory=dict)
 
 
 def prepared_directory(cfg, workdir: str, progress: bool = True) -> str:
@@ -74,6 +77,8 @@ def make_data(cfg, workdir: str, process_index: int = 0, process_count: int = 1)
     if t.batch_size % process_count:
         raise UsageError(f"train.batch_size={t.batch_size}: not divisible by the "
                          f"{process_count} processes; use a multiple of {process_count}")
+    if cfg.data.mixture:
+        return make_mixture(cfg, process_index, process_count)
     directory = prepared_directory(cfg, workdir, progress=process_index == 0)
     prepared = store.open_prepared(directory)
     tokenizer = prepared.tokenizer
@@ -102,6 +107,43 @@ def make_data(cfg, workdir: str, process_index: int = 0, process_count: int = 1)
                                      process_count)
 
     return Data(tokenizer, train, eval_batches)
+
+
+def make_mixture(cfg, process_index: int, process_count: int) -> Data:
+    from lmjax.data import mixture, pipeline, store
+    t = cfg.train
+    directories = [d for d, _ in cfg.data.mixture]  # validated: prepared, one tokenizer
+    prepared = [store.open_prepared(d) for d in directories]
+    tokenizer = prepared[0].tokenizer
+    check_vocab(tokenizer, cfg.model.vocab_size, directories[0])
+    windows, ids, evals = [], [], {}
+    for directory, p in zip(directories, prepared):
+        if not p.has_split("train"):
+            raise UsageError(f"data.mixture: {directory} has no train tokens; prepare it from text")
+        windows.append(pipeline.PackedWindows(p.split("train"), t.seq_len, cfg.data.window_stride))
+        ids.append(f"{p.metadata['tokenizer']['fingerprint']}:"
+                   f"{p.metadata['splits']['train']['tokens']}")
+        if t.eval_steps > 0:
+            if not p.has_split("valid"):
+                raise UsageError(f"data.mixture: {directory} has no valid split but "
+                                 f"train.eval_steps={t.eval_steps}; prepare it with a valid "
+                                 "fraction, or set train.eval_steps=0")
+            evals[mixture.source_name(directory)] = pipeline.eval_windows(
+                p.split("valid"), t.seq_len, t.eval_steps * t.batch_size)
+    train = mixture.MixtureIterator(windows, [w for _, w in cfg.data.mixture], t.batch_size,
+                                    cfg.seed, process_index, process_count, ids)
+
+    def source_batches(eval_set):
+        return lambda: pipeline.eval_batches(eval_set, t.batch_size, t.eval_steps,
+                                             process_index, process_count)
+
+    eval_sources = {name: source_batches(e) for name, e in evals.items()}
+
+    def eval_batches():
+        for batches in eval_sources.values():
+            yield from batches()
+
+    return Data(tokenizer, train, eval_batches, eval_sources)
 
 
 def check_vocab(tokenizer: Tokenizer, model_vocab_size: int, where: str) -> None:

@@ -105,6 +105,10 @@ def to_lmjax(hf: dict, where: str):
 def family_for_export(m) -> str:
     """Which HF family expresses an lmjax model config exactly, or a UsageError naming why none."""
     head_dim = m.head_dim or m.d_model // m.num_heads
+    if m.get("parametrization", "sp") == "mup" and m.d_model != m.mup_base_width:
+        raise UsageError(f"model.parametrization='mup' at d_model={m.d_model} (base "
+                         f"{m.mup_base_width}): transformers' GPT-2 and LLaMA have no μP logit or "
+                         "attention multipliers, so the export would compute other logits")
     if m.positions == "learned" and m.norm == "layernorm" and m.mlp in ("gelu", "gelu_exact"):
         if (m.num_kv_heads or m.num_heads) != m.num_heads:
             raise UsageError(f"model.num_kv_heads={m.num_kv_heads}: GPT-2 has no grouped-query "

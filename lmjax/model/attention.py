@@ -6,7 +6,8 @@ Backends, chosen by name in model.attention (ATTENTION_BACKENDS):
                with ~half the score FLOPs at long T (the masked upper triangle is never computed).
   dot_product  jax.nn.dot_product_attention (cuDNN flash attention on GPU where it applies).
 A backend is a function (q (B,T,H,K), k (B,T,G,K), v (B,T,G,K), segments (B,T) or None, model
-cfg) -> (B,T,H,K); a new kernel is one entry.
+cfg, dropout=None) -> (B,T,H,K), where dropout (if given) applies to the attention probabilities;
+a new kernel is one entry.
 """
 import flax.linen as nn
 import jax
@@ -28,29 +29,32 @@ def attention_mask(q_positions_T, k_positions_S, q_segments_BxT=None, k_segments
     return mask
 
 
-def einsum_attention(q_BxTxHxK, k_BxSxGxK, v_BxSxGxK, mask_BxTxS):
+def einsum_attention(q_BxTxHxK, k_BxSxGxK, v_BxSxGxK, mask_BxTxS, dropout=None):
     B, T, H, K = q_BxTxHxK.shape
     G = k_BxSxGxK.shape[2]
     q = q_BxTxHxK.reshape(B, T, G, H // G, K)
     scores = jnp.einsum("btgrk,bsgk->bgrts", q, k_BxSxGxK,
                         preferred_element_type=jnp.float32) * (K ** -0.5)
     scores = jnp.where(mask_BxTxS[:, None, None], scores, NEG_INF)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_BxSxGxK.dtype)
+    probs = jax.nn.softmax(scores, axis=-1)
+    if dropout is not None:  # nanoGPT's attn_dropout, on the probabilities
+        probs = dropout(probs)
+    probs = probs.astype(v_BxSxGxK.dtype)
     out = jnp.einsum("bgrts,bsgk->btgrk", probs, v_BxSxGxK)
     return out.reshape(B, T, H, K)
 
 
-def full_causal(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, cfg):
+def full_causal(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, cfg, dropout=None):
     T = q_BxTxHxK.shape[1]
     mask = attention_mask(jnp.arange(T), jnp.arange(T), segments_BxT, segments_BxT)
-    return einsum_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, mask)
+    return einsum_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, mask, dropout)
 
 
-def blockwise_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, cfg):
+def blockwise_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, cfg, dropout=None):
     """Causal attention by query blocks; block i sees keys [0, (i+1)*block) only."""
     T, block = q_BxTxHxK.shape[1], cfg.attention_block
     if T <= block:
-        return full_causal(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, cfg)
+        return full_causal(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, cfg, dropout)
     outs = []
     for start in range(0, T, block):
         end = min(start + block, T)
@@ -58,11 +62,13 @@ def blockwise_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, cfg):
         q_seg = None if segments_BxT is None else segments_BxT[:, start:end]
         k_seg = None if segments_BxT is None else segments_BxT[:, :end]
         outs.append(einsum_attention(q_BxTxHxK[:, start:end], k_BxTxGxK[:, :end],
-                                     v_BxTxGxK[:, :end], attention_mask(q_pos, k_pos, q_seg, k_seg)))
+                                     v_BxTxGxK[:, :end], attention_mask(q_pos, k_pos, q_seg, k_seg),
+                                     dropout))
     return jnp.concatenate(outs, axis=1)
 
 
-def dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, cfg):
+def dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, cfg, dropout=None):
+    # jax.nn.dot_product_attention has no dropout: validation rejects model.dropout with it.
     if segments_BxT is None:
         return jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, is_causal=True)
     T = q_BxTxHxK.shape[1]
@@ -105,6 +111,7 @@ def head_dim(cfg) -> int:
 class Attention(nn.Module):
     cfg: object  # the model section of the config
     decode_len: int = 0  # > 0: decode with a KV cache of this many slots (see cached_attention)
+    deterministic: bool = True  # False: model.dropout on the attention probabilities
 
     @nn.compact
     def __call__(self, x_BxTxD, positions_BxT, segments_BxT=None):
@@ -132,7 +139,11 @@ class Attention(nn.Module):
         if self.decode_len:
             out = cached_attention(self, q, k, v, positions_BxT, self.decode_len)
         else:
-            out = ATTENTION_BACKENDS[c.attention](q, k, v, segments_BxT, c)
+            dropout = None
+            if c.dropout > 0 and not self.deterministic:
+                drop = nn.Dropout(c.dropout, name="probs_dropout")
+                dropout = lambda probs: drop(probs, deterministic=False)
+            out = ATTENTION_BACKENDS[c.attention](q, k, v, segments_BxT, c, dropout=dropout)
         out = constrain(out, ("batch", "act_len", "act_heads", None))
         return Projection((H, K), (D,), ("heads", "head_dim", "embed"), c.use_bias,
                           parametrization.hidden_init_std(c, out_init_std(c)), param_dtype, dtype,

@@ -17,13 +17,17 @@ from lmjax.model.positions import POSITIONS
 class Block(nn.Module):
     cfg: object  # the model section of the config
     decode_len: int = 0  # > 0: attention keeps a KV cache of this length ('cache' collection)
+    deterministic: bool = True  # False: model.dropout where nanoGPT applies it
 
     @nn.compact
     def __call__(self, x_BxTxD, positions_BxT, segments_BxT):
         c = self.cfg
-        attn = Attention(c, decode_len=self.decode_len, name="attn")
-        x_BxTxD = x_BxTxD + attn(Norm(c, name="attn_norm")(x_BxTxD), positions_BxT, segments_BxT)
-        x_BxTxD = x_BxTxD + MLP(c, name="mlp")(Norm(c, name="mlp_norm")(x_BxTxD))
+        drop = lambda h: nn.Dropout(c.dropout)(h, deterministic=self.deterministic)
+        attn = Attention(c, decode_len=self.decode_len, deterministic=self.deterministic,
+                         name="attn")
+        h = attn(Norm(c, name="attn_norm")(x_BxTxD), positions_BxT, segments_BxT)
+        x_BxTxD = x_BxTxD + drop(h)
+        x_BxTxD = x_BxTxD + drop(MLP(c, name="mlp")(Norm(c, name="mlp_norm")(x_BxTxD)))
         x_BxTxD = constrain(x_BxTxD, ("batch", "act_len", "act_embed"))
         return x_BxTxD, None
 
@@ -37,13 +41,17 @@ def remat_block(policy_name: str, scanned: bool):
 
 
 class Transformer(nn.Module):
-    """tokens (B, T) -> logits (B, T, vocab), in float32."""
+    """tokens (B, T) -> logits (B, T, vocab), in float32.
+
+    `train=True` turns on model.dropout, which then needs a 'dropout' rng; flax folds each
+    module's path into it, so every layer (and every scanned layer) draws its own mask.
+    """
 
     cfg: object
     decode_len: int = 0  # > 0: incremental decoding with a KV cache (lmjax.infer.generate)
 
     @nn.compact
-    def __call__(self, tokens_BxT, positions_BxT=None, segments_BxT=None):
+    def __call__(self, tokens_BxT, positions_BxT=None, segments_BxT=None, train: bool = False):
         c = self.cfg
         dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
         B, T = tokens_BxT.shape
@@ -54,17 +62,21 @@ class Transformer(nn.Module):
         add_positions = POSITIONS[c.positions].embed
         if add_positions is not None:
             x_BxTxD = x_BxTxD + add_positions(self, c, positions_BxT, dtype)
+        x_BxTxD = nn.Dropout(c.dropout)(x_BxTxD, deterministic=not train)
         x_BxTxD = constrain(x_BxTxD, ("batch", "act_len", "act_embed"))
 
         block = remat_block(c.remat_policy, c.scan_layers)
         if c.scan_layers:
-            stack = nn.scan(block, variable_axes={"params": 0, "cache": 0}, split_rngs={"params": True},
+            stack = nn.scan(block, variable_axes={"params": 0, "cache": 0},
+                            split_rngs={"params": True, "dropout": True},
                             in_axes=(nn.broadcast, nn.broadcast), length=c.num_layers,
                             metadata_params={nn.PARTITION_NAME: "layers"})
-            x_BxTxD, _ = stack(c, self.decode_len, name="layers")(x_BxTxD, positions_BxT, segments_BxT)
+            x_BxTxD, _ = stack(c, self.decode_len, not train, name="layers")(
+                x_BxTxD, positions_BxT, segments_BxT)
         else:
             for i in range(c.num_layers):
-                x_BxTxD, _ = block(c, self.decode_len, name=f"layer_{i}")(x_BxTxD, positions_BxT, segments_BxT)
+                x_BxTxD, _ = block(c, self.decode_len, not train, name=f"layer_{i}")(
+                    x_BxTxD, positions_BxT, segments_BxT)
 
         x_BxTxD = Norm(c, name="final_norm")(x_BxTxD)
         if c.tie_embeddings:

@@ -64,11 +64,23 @@ class Trainer:
             print(message, file=sys.stderr, flush=True)
 
     def evaluate(self, params) -> float:
-        total, count = 0.0, 0.0
-        for batch in self.data.eval_batches():
-            s, c = self.eval_step(params, shardings.global_batch(batch, self.batch_sh))
-            total, count = total + float(s), count + float(c)
-        return total / max(count, 1.0)
+        return self.evaluate_sources(params)["eval_loss"]
+
+    def evaluate_sources(self, params) -> dict:
+        """{"eval_loss": the whole held-out set, "eval_loss/<source>": each mixture source's}."""
+        sources = self.data.eval_sources or {"": self.data.eval_batches}
+        sums = {}
+        for name, batches in sources.items():
+            total, count = 0.0, 0.0
+            for batch in batches():
+                s, c = self.eval_step(params, shardings.global_batch(batch, self.batch_sh))
+                total, count = total + float(s), count + float(c)
+            sums[name] = (total, count)
+        total, count = (sum(v[i] for v in sums.values()) for i in (0, 1))
+        out = {"eval_loss": total / max(count, 1.0)}
+        if self.data.eval_sources:
+            out.update({f"eval_loss/{name}": t / max(c, 1.0) for name, (t, c) in sums.items()})
+        return out
 
     def describe(self, state, compiled, compile_s: float):
         params = state.params
@@ -159,8 +171,9 @@ class Trainer:
                     pending, window_start = [], time.perf_counter()
                 if (step % t.eval_every == 0 or last) and not stop:
                     if t.eval_steps > 0:
-                        eval_loss = self.evaluate(state.params)
-                        writer.write(step, {"eval_loss": eval_loss})
+                        losses = self.evaluate_sources(state.params)
+                        eval_loss = losses["eval_loss"]
+                        writer.write(step, losses)
                         progress.write(f"step {step}: eval loss {eval_loss:.4f}") \
                             if self.is_main else None
                     window_start = time.perf_counter()

@@ -28,6 +28,19 @@ def cross_entropy(logits_BxTxV, targets_BxT, weights_BxT=None):
     return (losses * weights_BxT).sum(), weights_BxT.sum()
 
 
+def z_loss_sum(logits_BxTxV, weights_BxT=None):
+    """Sum over tokens of log²Z, Z the softmax normaliser (PaLM's auxiliary z-loss)."""
+    log_z = jax.nn.logsumexp(logits_BxTxV, axis=-1)
+    if weights_BxT is None:
+        weights_BxT = jnp.ones_like(log_z)
+    return (jnp.square(log_z) * weights_BxT).sum()
+
+
+def dropout_key(seed: int, step):
+    """Dropout's randomness at a step: a pure function of (seed, step), so resume is exact."""
+    return jax.random.fold_in(jax.random.key(seed), step)
+
+
 def model_inputs(batch, mask_documents: bool):
     if mask_documents and "segment_ids" in batch:
         return batch["inputs"], batch.get("positions"), batch["segment_ids"]
@@ -37,36 +50,45 @@ def model_inputs(batch, mask_documents: bool):
 def make_train_step(model, tx, lr_schedule, cfg):
     accum = cfg.optim.grad_accum_steps
     mask_documents = cfg.model.mask_documents
+    z_loss, dropout = cfg.model.z_loss, cfg.model.dropout > 0
 
-    def summed_loss(params, batch):
-        logits = model.apply({"params": params}, *model_inputs(batch, mask_documents))
+    def summed_loss(params, batch, rng):
+        """(objective summed over tokens, (cross-entropy summed, token count))."""
+        extra = {"train": True, "rngs": {"dropout": rng}} if dropout else {}
+        logits = model.apply({"params": params}, *model_inputs(batch, mask_documents), **extra)
         total, count = cross_entropy(logits, batch["targets"], batch.get("weights"))
-        return total, count.astype(jnp.float32)
+        objective = total
+        if z_loss > 0:
+            objective = total + z_loss * z_loss_sum(logits, batch.get("weights"))
+        return objective, (total, count.astype(jnp.float32))
 
-    def loss_fn(params, batch):
-        total, count = summed_loss(params, batch)
-        return total / count
+    def loss_fn(params, batch, rng):
+        objective, (total, count) = summed_loss(params, batch, rng)
+        return objective / count, total / count
 
-    def grads_of(params, batch):
+    def grads_of(params, batch, rng):
+        """(mean cross-entropy, gradient of the mean objective)."""
         if accum == 1:
-            return jax.value_and_grad(loss_fn)(params, batch)
+            (_, loss), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
+            return loss, grads
         # Microbatches run one after another. Summed losses and gradients are divided by the
         # whole batch's token count at the end, so the update equals one big batch's even when
         # microbatches count different numbers of tokens (weights).
         micro = jax.tree.map(lambda x: x.reshape((accum, -1) + x.shape[1:]), batch)
 
-        def body(carry, microbatch):
-            (total, count), grads = jax.value_and_grad(summed_loss, has_aux=True)(params,
-                                                                                   microbatch)
+        def body(carry, indexed):
+            index, microbatch = indexed
+            (_, (total, count)), grads = jax.value_and_grad(summed_loss, has_aux=True)(
+                params, microbatch, jax.random.fold_in(rng, index))
             return jax.tree.map(jnp.add, carry, (total, count, grads)), None
 
         zeros = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
                  jax.tree.map(jnp.zeros_like, params))
-        (total, count, grads), _ = jax.lax.scan(body, zeros, micro)
+        (total, count, grads), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
         return total / count, jax.tree.map(lambda g: g / count, grads)
 
     def train_step(state, batch):
-        loss, grads = grads_of(state.params, batch)
+        loss, grads = grads_of(state.params, batch, dropout_key(cfg.seed, state.step))
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
