@@ -147,16 +147,16 @@ def run_fsdp(names):
             for _ in range(3):
                 state, metrics = parts.step(state, batch)
                 losses.append(float(metrics["train_loss"]))
-            param_specs = {}
-            for path, leaf in jax.tree_util.tree_flatten_with_path(state.params)[0]:
-                param_specs[tuple(leaf.shape)] = str(leaf.sharding.spec)
+            param_specs = {}  # shape -> the specs of the parameters of that shape
+            for leaf in jax.tree.leaves(state.params):
+                param_specs.setdefault(str(list(leaf.shape)), set()).add(str(leaf.sharding.spec))
             moments = []  # (shape, spec, shard shape) of every optimizer-state array
             for leaf in jax.tree.leaves(state.opt_state):
                 if leaf.ndim:
                     moments.append([list(leaf.shape), str(leaf.sharding.spec),
                                     list(leaf.sharding.shard_shape(leaf.shape))])
             out[mesh] = {"losses": losses, "moments": moments,
-                         "param_specs": {str(list(k)): v for k, v in param_specs.items()}}
+                         "param_specs": {k: sorted(v) for k, v in param_specs.items()}}
         results[name] = out
     print("RESULTS " + json.dumps(results))
 
@@ -177,8 +177,8 @@ def check_fsdp(name, result):
     sharded = [m for m in fsdp["moments"] if "fsdp" in m[1]]
     assert sharded, fsdp["moments"]
     for shape, spec, shard in fsdp["moments"]:
-        if str(shape) in fsdp["param_specs"]:  # a full moment: the parameter's own sharding
-            assert spec == fsdp["param_specs"][str(shape)], (name, shape, spec)
+        if str(shape) in fsdp["param_specs"]:  # a full moment: a parameter's own sharding
+            assert spec in fsdp["param_specs"][str(shape)], (name, shape, spec)
     if name == "adafactor":  # factored rows/columns of the (128, 256) matrices, still sharded
         factored = [m for m in fsdp["moments"] if m[0] in ([128], [256]) and "fsdp" in m[1]]
         assert factored, fsdp["moments"]
