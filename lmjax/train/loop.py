@@ -8,15 +8,12 @@ import numpy as np
 from etils import epath
 
 from lmjax import io, validation
+from lmjax.errors import NonFiniteError
 from lmjax.data import make_data
 from lmjax.model import flops_per_token
 from lmjax.parallel import mesh as mesh_lib, shardings
 from lmjax.train import checkpoint, metrics as metrics_lib, mfu, preemption, state as state_lib
 from lmjax.train import step as step_lib
-
-
-class NonFiniteError(RuntimeError):
-    pass
 
 
 class Trainer:
