@@ -7,7 +7,7 @@ import pytest
 
 from tests import helpers
 from lmjax.model import build_model
-from lmjax.optim import decay_mask, make_optimizer, schedule
+from lmjax.train.optim import decay_mask, make_optimizer, make_schedule as schedule
 
 
 def param_shapes(overrides):
@@ -54,7 +54,7 @@ def test_decay_mask_reaches_the_update():
     cfg, shapes = param_shapes({"optim.lr": 0.5, "optim.weight_decay": 0.1,
                                 "optim.decay_embeddings": False})
     params = helpers.randomize(shapes)
-    tx = make_optimizer(cfg)
+    tx, _ = make_optimizer(cfg)
     zeros = jax.tree.map(np.zeros_like, params)
     updates, _ = jax.jit(lambda g, p: tx.update(g, tx.init(p), p))(zeros, params)
     mask = decay_mask(params, False)

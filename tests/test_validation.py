@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from lmjax import config as config_lib
+from lmjax import config as config_lib, validation
 from lmjax.config import ConfigError
 from tests import helpers
 
@@ -48,7 +48,7 @@ CASES = {
 def message_of(overrides, num_devices):
     cfg = helpers.tiny_config({"data.path": helpers.SHAKESPEARE, **overrides})
     with pytest.raises(ConfigError) as err:
-        config_lib.validate(cfg, num_devices)
+        validation.validate(cfg, num_devices)
     return str(err.value)
 
 
@@ -63,8 +63,8 @@ def test_validate_names_field_value_and_fix(case):
 
 def test_valid_tiny_config_passes_on_1_and_8_devices():
     cfg = helpers.tiny_config({"data.path": helpers.SHAKESPEARE})
-    config_lib.validate(cfg, 1)
-    config_lib.validate(cfg, 8)  # data = -1 takes all 8; batch 8 divides
+    validation.validate(cfg, 1)
+    validation.validate(cfg, 8)  # data = -1 takes all 8; batch 8 divides
 
 
 def test_missing_experiment_and_missing_get_config(tmp_path):

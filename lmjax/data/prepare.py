@@ -22,7 +22,8 @@ import numpy as np
 from lmjax.cli import ArgumentParser
 from lmjax.data import sources as src
 from lmjax.data import store
-from lmjax.data.tokenizer import ByteTokenizer, CharTokenizer, Tokenizer, load_tokenizer
+from lmjax.data.tokenizer import ByteTokenizer, CharTokenizer, Tokenizer
+from lmjax.data.tokenizers import load_tokenizer
 from lmjax.errors import UsageError
 
 DEFAULT_SHARD_TOKENS = 1 << 28

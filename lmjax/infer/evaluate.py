@@ -19,8 +19,11 @@ import sys
 import jax
 import numpy as np
 
-from lmjax import sharding
+from lmjax.parallel import mesh as mesh_lib
+from lmjax.parallel import shardings as sharding
+from lmjax.parallel.context import context
 from lmjax.errors import UsageError
+from lmjax.train.step import cross_entropy
 
 
 def windows(num_tokens: int, seq_len: int, stride: int):
@@ -59,12 +62,11 @@ class Scorer:
     """Summed next-token loss (nats) and token count of batches, jitted on the model's mesh."""
 
     def __init__(self, cfg, model, params, mesh=None):
-        from lmjax.train import _MeshContext, cross_entropy
-        self.mesh = mesh if mesh is not None else sharding.make_mesh(cfg)
+        self.mesh = mesh if mesh is not None else mesh_lib.make_mesh(cfg)
         self.rules = sharding.rules(cfg)
-        self.context = lambda: _MeshContext(self.mesh, self.rules)
+        self.context = lambda: context(self.mesh, self.rules)
         self.batch_sh = sharding.batch_sharding(self.mesh, self.rules)
-        self.batch_shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        self.batch_shards = mesh_lib.batch_shards(self.mesh)
         self.params = params
 
         def score(params, batch):
@@ -184,9 +186,9 @@ def run(args, out=print) -> dict:
 
 
 def main(argv=None):
-    from lmjax.main import _run
+    from lmjax.cli import run_command
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    _run(lambda: run(args))
+    run_command(lambda: run(args))
 
 
 if __name__ == "__main__":
