@@ -27,7 +27,7 @@ from lm_eval.models.utils import (Collator, handle_stop_sequences, normalize_gen
 from tqdm import tqdm
 
 from lmjax.errors import UsageError
-from lmjax.generate import Generator, Sampling, eos_ids
+from lmjax.infer.generate import Generator, Sampling, eos_ids
 from lmjax.infer.token_scorer import TokenScorer
 
 log = logging.getLogger(__name__)

@@ -7,12 +7,13 @@ row from changing the row's values. Outputs are replicated, so every process rea
 """
 from typing import Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmjax import sharding
+from lmjax.parallel import mesh as mesh_lib
+from lmjax.parallel import shardings
+from lmjax.parallel.context import context
 
 
 def length_bucket(n: int, limit: int) -> int:
@@ -23,13 +24,13 @@ class TokenScorer:
     """score(rows) -> per row (log p(target_t | inputs_<=t) for each t, target_t is the argmax)."""
 
     def __init__(self, cfg, model, params, mesh=None, batch_size: int = 16):
-        self.mesh = mesh if mesh is not None else sharding.make_mesh(cfg)
-        self.rules = sharding.rules(cfg)
+        self.mesh = mesh if mesh is not None else mesh_lib.make_mesh(cfg)
+        self.rules = shardings.rules(cfg)
         self.params = params
         self.limit = cfg.model.max_seq_len
-        shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        shards = mesh_lib.batch_shards(self.mesh)
         self.batch_size = -(-batch_size // shards) * shards
-        self.batch_sh = sharding.batch_sharding(self.mesh, self.rules)
+        self.batch_sh = shardings.batch_sharding(self.mesh, self.rules)
 
         def score(params, inputs_BxT, targets_BxT):
             logits_BxTxV = model.apply({"params": params}, inputs_BxT).astype(jnp.float32)
@@ -38,7 +39,7 @@ class TokenScorer:
             greedy_BxT = jnp.argmax(logits_BxTxV, axis=-1) == targets_BxT
             return target_logp_BxT[..., 0], greedy_BxT
 
-        self._score = jax.jit(score, out_shardings=sharding.replicated(self.mesh))
+        self._score = jax.jit(score, out_shardings=shardings.replicated(self.mesh))
 
     def _global(self, host):
         return jax.make_array_from_callback(host.shape, self.batch_sh, lambda index: host[index])
@@ -52,7 +53,7 @@ class TokenScorer:
         for i, (row_inputs, row_targets) in enumerate(rows):
             inputs[i, :len(row_inputs)] = row_inputs
             targets[i, :len(row_targets)] = row_targets
-        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+        with context(self.mesh, self.rules):
             logp, greedy = self._score(self.params, self._global(inputs), self._global(targets))
         logp, greedy = np.asarray(logp), np.asarray(greedy)
         return [(logp[i, :len(r[0])], greedy[i, :len(r[0])]) for i, r in enumerate(rows)]
