@@ -8,8 +8,8 @@ import glob
 import math
 import os
 
-from lmjax import config as config_lib
-from lmjax.errors import ConfigError
+from lmjax import config as config_lib, data
+from lmjax.errors import ConfigError, UsageError
 from lmjax.model.attention import ATTENTION_BACKENDS
 from lmjax.model.layers import NORMS
 from lmjax.model.mlp import MLPS
@@ -58,9 +58,6 @@ def validate(cfg, num_devices: int | None = None):
         "model.param_dtype": ("float32", "bfloat16"),
         "optim.name": OPTIMIZERS, "optim.schedule": SCHEDULES,
         "train.nonfinite": ("error", "skip"),
-        "data.tokenizer": ("char", "bytes", "sentencepiece"),
-        "data.model_type": ("bpe", "unigram"),
-        "data.invalid_utf8": ("error", "replace"),
     }
     for field, allowed in choices.items():
         group, leaf = field.split(".")
@@ -126,14 +123,19 @@ def _validate_data(cfg):
     if d.window_stride < 0 or d.prefetch < 0:
         raise ConfigError(f"data.window_stride={d.window_stride}, data.prefetch={d.prefetch}: "
                           "must be >= 0")
-    if not 0 <= d.valid_fraction < 1:
-        raise ConfigError(f"data.valid_fraction={d.valid_fraction}: must be in [0, 1)")
     path = d.path
     if not path:
         return
     if not (os.path.exists(path) or glob.glob(path)):
         raise ConfigError(f"data.path={path!r}: no such file or directory; point it at a text "
                           "file, a glob, or a directory written by lmjax-prepare")
+    # Raw text is prepared on first use: prepare's own checks, naming the data.* fields.
+    try:
+        data.check_settings(cfg)
+    except ConfigError:
+        raise
+    except UsageError as e:
+        raise ConfigError(str(e)) from None
 
 
 def to_dict(cfg) -> dict:
