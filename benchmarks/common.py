@@ -5,39 +5,35 @@ import time
 import jax
 import numpy as np
 
-from lmjax import config as config_lib, sharding, state as state_lib
-from lmjax.model import build_model, flops_per_token
-from lmjax.optim import make_optimizer
-from lmjax.train import make_train_step
+from lmjax import config as config_lib, validation
+from lmjax.model import flops_per_token
+from lmjax.parallel import mesh as mesh_lib
+from lmjax.parallel import shardings as sharding
+from lmjax.train import state as state_lib, step as step_lib
 
 
 def load(spec: str, overrides: dict | None = None):
     cfg = config_lib.load_config(spec)
     config_lib.apply_overrides(cfg, overrides or {})
-    config_lib.validate(cfg, jax.device_count())
+    validation.validate(cfg, jax.device_count())
     return cfg
 
 
 def build_step(cfg):
     """(compiled step, state, batch maker, flops/token, compile seconds) for a config."""
-    mesh, rules = sharding.make_mesh(cfg), sharding.rules(cfg)
-    model, tx = build_model(cfg.model), make_optimizer(cfg)
-    import flax.linen as nn
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        state_sh = state_lib.state_shardings(model, tx, cfg, mesh, rules)
-        batch_sh = sharding.batch_sharding(mesh, rules)
-        state = state_lib.init_state(model, tx, cfg, state_sh)
-        step = jax.jit(make_train_step(model, tx, cfg), in_shardings=(state_sh, batch_sh),
-                       out_shardings=(state_sh, None), donate_argnums=0)
-        rng = np.random.default_rng(0)
-        t = cfg.train
+    built = step_lib.build(cfg, mesh_lib.make_mesh(cfg))
+    state = built.init_state()
+    rng = np.random.default_rng(0)
+    t = cfg.train
 
-        def batch():
-            ids = rng.integers(0, cfg.model.vocab_size, (t.batch_size, t.seq_len + 1), np.int32)
-            return sharding.global_batch({"inputs": ids[:, :-1], "targets": ids[:, 1:]}, batch_sh)
+    def batch():
+        ids = rng.integers(0, cfg.model.vocab_size, (t.batch_size, t.seq_len + 1), np.int32)
+        return sharding.global_batch({"inputs": ids[:, :-1], "targets": ids[:, 1:]},
+                                     built.batch_sharding)
 
+    with built.context():
         start = time.perf_counter()
-        compiled = step.lower(state, batch()).compile()
+        compiled = built.train_step.lower(state, batch()).compile()
         compile_s = time.perf_counter() - start
     flops = flops_per_token(cfg.model, cfg.train.seq_len, state_lib.matmul_params(state.params))
     return compiled, state, batch, flops, compile_s

@@ -1,4 +1,4 @@
-"""Generation throughput: KV cache (lmjax.generate) vs full recomputation per token.
+"""Generation throughput: KV cache (lmjax.infer.generate) vs full recomputation per token.
 
   python benchmarks/generate.py [--layers=4 --d_model=256 --new_tokens=256 --batch=1 --repeats=3]
 
@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmjax.config import apply_overrides, base_config
-from lmjax.generate import Generator
+from lmjax.infer.generate import Generator
 from lmjax.model import build_model
-from lmjax.state import strip_boxes
+from lmjax.train.state import strip_boxes
 
 
 def main():

@@ -2,7 +2,7 @@
 
 Expected: validation loss about 2.85 nats/token. Source: nanoGPT's README (karpathy/nanoGPT),
 "gets to loss of about 2.85 within about 4 days" of its 600k-iteration schedule on 8x A100 40GB
-with GPT-2's BPE; USERS.md of this project quotes the same figure. lmjax-prepare tokenizes with
+with GPT-2's BPE. lmjax-prepare tokenizes with
 SentencePiece, not GPT-2's BPE: train a BPE of GPT-2's size on the same text (below). Per-token
 losses of two equal-size BPEs of one corpus are close, not identical, so compare within a few
 hundredths, and compare curves of runs that share a tokenizer exactly.

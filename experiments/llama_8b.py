@@ -7,7 +7,7 @@ d_ff 14336, RMSNorm, RoPE theta 500000, no biases, untied embeddings, vocab 1282
 
 What to compare on a pod: the MFU lmjax-train prints in every log line (against the chip's
 data-sheet peak, named in the log). MaxText publishes 43-65% MFU for Llama 8B-70B on v5p and
-v6e (USERS.md of this project); this config is the same model, sharding (FSDP) and precision
+v6e; this config is the same model, sharding (FSDP) and precision
 (bf16 compute), so that is the range to reach. No published loss applies to your data.
 
 Memory: 8.03B f32 weights + 2 Adam moments = 96 GB, plus bf16 activations; sharded over 64+

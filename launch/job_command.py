@@ -6,7 +6,7 @@ compile.
 """
 import shlex
 
-from lmjax import config as config_lib
+from lmjax import config as config_lib, validation
 from lmjax.errors import UsageError
 
 ENTRY_POINTS = ("lmjax-train", "lmjax-sweep")
@@ -56,9 +56,9 @@ def check(command: list[str], num_devices: int | None, shared_workdir: bool) -> 
         if num_devices:
             with cfg.unlocked():
                 cfg.data.path = ""  # the data lives on the hosts, not here
-            config_lib.validate(cfg, num_devices)
+            validation.validate(cfg, num_devices)
         return list(command)
-    from lmjax import sweep
+    from lmjax.study import sweep
     overrides, rest = config_lib.split_overrides(command[1:])
     args = sweep.parse_args(rest)
     if num_devices:

@@ -1,6 +1,12 @@
-"""Argument parsing whose errors follow the house rule: one line `error: ...`, exit code 2."""
+"""Command-line glue: argument parsing and error handling that follow the house rule.
+
+Bad input ends in one line `error: ...` on stderr and exit code 2, never a traceback.
+"""
 import argparse
+import os
 import sys
+
+from lmjax.errors import UsageError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -9,3 +15,52 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
         print(f"error: {self.prog}: {message}; see {self.prog} --help", file=sys.stderr)
         sys.exit(2)
+
+
+def fail(message: str):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run_command(fn):
+    """Runs a command's body: user errors become one line and exit 2, preemption its own code."""
+    from lmjax.train.preemption import Preempted
+    try:
+        return fn()
+    except UsageError as e:
+        fail(str(e))
+    except Preempted as e:
+        say_once(str(e))
+        sys.exit(e.exit_code)
+    except RuntimeError as e:
+        # A NaN/Inf stop is the run's outcome, not a crash: one line, exit code 1.
+        from lmjax.train.checkpoint import NonFiniteCheckpointError
+        from lmjax.train.loop import NonFiniteError
+        if not isinstance(e, (NonFiniteError, NonFiniteCheckpointError)):
+            raise
+        say_once(f"error: {e}")
+        sys.exit(1)
+
+
+def say_once(message: str):
+    """Prints on process 0 only, so a multi-process run reports once."""
+    import jax
+    if jax.process_index() == 0:
+        print(message, file=sys.stderr, flush=True)
+
+
+def check_workdir(workdir: str):
+    """UsageError unless `workdir` is (or can become) a writable directory."""
+    if "://" in workdir:
+        return  # object stores (gs://) have no directories to check; orbax reports access errors
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise UsageError(f"--workdir={workdir}: exists and is not a directory")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, f".lmjax-write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise UsageError(f"--workdir={workdir}: cannot write there ({e.strerror or e}); pick a "
+                         "directory you can write to") from None

@@ -11,11 +11,7 @@ from typing import Any, Mapping
 
 import ml_collections
 
-from lmjax.errors import UsageError
-
-
-class ConfigError(UsageError):
-    """A config problem the user can fix; the message is one line naming field, value and fix."""
+from lmjax.errors import ConfigError, UsageError
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -65,11 +61,16 @@ def base_config() -> ml_collections.ConfigDict:
     t.progress = True
 
     c.optim = o = ml_collections.ConfigDict()
+    o.name = "adamw"  # a name in lmjax.train.optim.OPTIMIZERS
     o.lr = 1e-3
     o.min_lr = 1e-4
     o.warmup_steps = 100
     o.decay_steps = 0  # 0 = train.steps
-    o.schedule = "cosine"  # cosine | linear | constant
+    o.schedule = "cosine"  # a name in lmjax.train.schedules.SCHEDULES: cosine | linear | constant | wsd
+    # wsd: the decay starts at decay_start (0 = over the last decay_fraction of the horizon)
+    o.decay_fraction = 0.2
+    o.decay_start = 0
+    o.decay_shape = "linear"  # linear | cosine | 1-sqrt
     o.weight_decay = 0.1
     o.decay_embeddings = False
     o.grad_clip = 1.0  # 0 = no clipping
@@ -117,7 +118,13 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.metrics = mt = ml_collections.ConfigDict()
     mt.peak_flops_per_device = 0.0  # 0 = from the device kind (measured matmul peak on CPU)
-    mt.tensorboard = True
+    mt.writers = ("jsonl", "tensorboard")  # names in lmjax.train.metrics.WRITERS
+    mt.tensorboard = True  # False drops "tensorboard" from metrics.writers
+    # wandb writer: the run's project, name (default: the workdir's name), group and tags
+    mt.wandb_project = "lmjax"
+    mt.wandb_name = ""
+    mt.wandb_group = ""
+    mt.wandb_tags = ()
     return c
 
 
@@ -127,9 +134,7 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     if not os.path.isfile(path):
         raise ConfigError(f"--config: experiment file {path!r} does not exist; "
                           "pass a path such as experiments/shakespeare_char.py")
-    module_spec = importlib.util.spec_from_file_location("lmjax_experiment", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module = load_module(path)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"--config: {path} has no get_config(arg=None) function; define one "
                           "that returns lmjax.config.base_config() with your changes")
@@ -142,7 +147,7 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
         raise ConfigError(f"--config={spec}: {e}") from None
     if not isinstance(cfg, ml_collections.ConfigDict):
         raise ConfigError(f"--config: {path}: get_config must return an ml_collections.ConfigDict")
-    _check_known_fields(cfg, base_config(), path)
+    check_known_fields(cfg, base_config(), path)
     return cfg
 
 
@@ -153,14 +158,14 @@ def load_module(path: str):
     return module
 
 
-def _check_known_fields(cfg, reference, path, prefix=""):
+def check_known_fields(cfg, reference, path, prefix=""):
     for key, value in cfg.items():
         name = prefix + key
         if key not in reference:
             raise ConfigError(f"{path}: unknown config field {name!r}; see lmjax/config.py "
                               "for the fields that exist")
         if isinstance(value, ml_collections.ConfigDict):
-            _check_known_fields(value, reference[key], path, name + ".")
+            check_known_fields(value, reference[key], path, name + ".")
 
 
 def parse_value(field: str, text: str, current: Any) -> Any:
@@ -241,142 +246,6 @@ def split_overrides(argv):
             rest.append(arg)
         i += 1
     return overrides, rest
-
-
-def _positive(cfg, field):
-    value = cfg
-    for part in field.split("."):
-        value = value[part]
-    if value <= 0:
-        raise ConfigError(f"{field}={value}: must be > 0")
-
-
-def validate(cfg, num_devices: int | None = None):
-    """Checks everything that can be checked without compiling; raises ConfigError."""
-    _check_known_fields(cfg, base_config(), "config")
-    m, t, o = cfg.model, cfg.train, cfg.optim
-    for field in ("train.steps", "train.batch_size", "train.seq_len", "optim.lr",
-                  "model.num_layers", "model.d_model", "model.num_heads", "model.d_ff",
-                  "model.vocab_size", "model.max_seq_len", "train.log_every",
-                  "train.eval_every", "train.checkpoint_every", "optim.grad_accum_steps"):
-        _positive(cfg, field)
-    if t.eval_steps < 0:
-        raise ConfigError(f"train.eval_steps={t.eval_steps}: must be >= 0 (0 = no eval)")
-    if o.warmup_steps < 0:
-        raise ConfigError(f"optim.warmup_steps={o.warmup_steps}: must be >= 0")
-    if o.min_lr < 0 or o.min_lr > o.lr:
-        raise ConfigError(f"optim.min_lr={o.min_lr}: must lie between 0 and optim.lr={o.lr}")
-    choices = {
-        "model.positions": ("learned", "rope"), "model.norm": ("layernorm", "rmsnorm"),
-        "model.mlp": ("gelu", "gelu_exact", "swiglu"),
-        "model.attention": ("einsum", "blockwise", "dot_product"),
-        "model.dtype": ("float32", "bfloat16", "float16"),
-        "model.param_dtype": ("float32", "bfloat16"),
-        "optim.schedule": ("cosine", "linear", "constant"),
-        "train.nonfinite": ("error", "skip"),
-        "data.tokenizer": ("char", "bytes", "sentencepiece"),
-        "data.model_type": ("bpe", "unigram"),
-        "data.invalid_utf8": ("error", "replace"),
-    }
-    for field, allowed in choices.items():
-        group, leaf = field.split(".")
-        if cfg[group][leaf] not in allowed:
-            raise ConfigError(f"{field}={cfg[group][leaf]!r}: must be one of {', '.join(allowed)}")
-    if m.remat_policy not in ("none", "full"):
-        import jax
-        if not hasattr(jax.checkpoint_policies, m.remat_policy):
-            raise ConfigError(f"model.remat_policy={m.remat_policy!r}: use none, full or a "
-                              "jax.checkpoint_policies name such as dots_saveable")
-    kv = m.num_kv_heads or m.num_heads
-    if m.head_dim == 0 and m.d_model % m.num_heads:
-        raise ConfigError(f"model.d_model={m.d_model}: not divisible by model.num_heads="
-                          f"{m.num_heads}; pick d_model a multiple of num_heads or set head_dim")
-    if m.num_heads % kv:
-        raise ConfigError(f"model.num_heads={m.num_heads}: not a multiple of model.num_kv_heads="
-                          f"{kv}; num_kv_heads must divide num_heads")
-    if m.positions == "rope" and (m.head_dim or m.d_model // m.num_heads) % 2:
-        raise ConfigError("model.positions='rope' needs an even head dimension")
-    if t.seq_len > m.max_seq_len:
-        raise ConfigError(f"train.seq_len={t.seq_len}: longer than model.max_seq_len="
-                          f"{m.max_seq_len}; lower seq_len or raise max_seq_len")
-    if t.batch_size % o.grad_accum_steps:
-        raise ConfigError(f"train.batch_size={t.batch_size}: not divisible by "
-                          f"optim.grad_accum_steps={o.grad_accum_steps}")
-    _validate_mesh(cfg, num_devices)
-    _validate_data(cfg)
-
-
-def mesh_shape(cfg, num_devices: int) -> dict:
-    """Resolves -1 entries of the mesh config against the device count."""
-    ms = cfg.mesh
-    sizes = {"data": ms.data, "fsdp": ms.fsdp, "tensor": ms.tensor}
-    for axis, size in sizes.items():
-        if size == 0 or size < -1:
-            raise ConfigError(f"mesh.{axis}={size}: must be a positive size or -1 "
-                              "(all remaining devices)")
-    free = [axis for axis, size in sizes.items() if size == -1]
-    if len(free) > 1:
-        raise ConfigError(f"mesh: only one axis may be -1, got {', '.join('mesh.' + a for a in free)}")
-    known = 1
-    for size in sizes.values():
-        if size != -1:
-            known *= size
-    if free:
-        if num_devices % known:
-            raise ConfigError(f"mesh.{free[0]}=-1: {num_devices} devices are not divisible by "
-                              f"the other axes' product {known}")
-        sizes[free[0]] = num_devices // known
-    product = sizes["data"] * sizes["fsdp"] * sizes["tensor"]
-    if product != num_devices:
-        raise ConfigError(f"mesh: data*fsdp*tensor = {sizes['data']}*{sizes['fsdp']}*"
-                          f"{sizes['tensor']} = {product}, but {num_devices} devices are "
-                          f"present; make the product {num_devices} or set one axis to -1")
-    return sizes
-
-
-def _validate_mesh(cfg, num_devices):
-    if num_devices is None:
-        import jax
-        num_devices = jax.device_count()
-    sizes = mesh_shape(cfg, num_devices)
-    m, t = cfg.model, cfg.train
-    batch_shards = sizes["data"] * sizes["fsdp"]
-    if t.batch_size % batch_shards:
-        raise ConfigError(f"train.batch_size={t.batch_size}: not divisible by mesh.data*mesh.fsdp"
-                          f"={batch_shards}; use a multiple of {batch_shards}")
-    if (t.batch_size // cfg.optim.grad_accum_steps) % batch_shards:
-        raise ConfigError(f"train.batch_size/optim.grad_accum_steps = "
-                          f"{t.batch_size // cfg.optim.grad_accum_steps}: not divisible by "
-                          f"mesh.data*mesh.fsdp={batch_shards}")
-    tensor = sizes["tensor"]
-    for field, value in (("num_heads", m.num_heads), ("num_kv_heads", m.num_kv_heads or m.num_heads),
-                         ("d_ff", m.d_ff), ("vocab_size", m.vocab_size)):
-        if value % tensor:
-            raise ConfigError(f"model.{field}={value}: not divisible by mesh.tensor={tensor}; "
-                              f"use a multiple of {tensor} or a smaller tensor axis")
-    if m.d_model % sizes["fsdp"]:
-        raise ConfigError(f"model.d_model={m.d_model}: not divisible by mesh.fsdp="
-                          f"{sizes['fsdp']}; use a multiple of {sizes['fsdp']}")
-
-
-def _validate_data(cfg):
-    import glob
-    d = cfg.data
-    if d.window_stride < 0 or d.prefetch < 0:
-        raise ConfigError(f"data.window_stride={d.window_stride}, data.prefetch={d.prefetch}: "
-                          "must be >= 0")
-    if not 0 <= d.valid_fraction < 1:
-        raise ConfigError(f"data.valid_fraction={d.valid_fraction}: must be in [0, 1)")
-    path = d.path
-    if not path:
-        return
-    if not (os.path.exists(path) or glob.glob(path)):
-        raise ConfigError(f"data.path={path!r}: no such file or directory; point it at a text "
-                          "file, a glob, or a directory written by lmjax-prepare")
-
-
-def to_dict(cfg) -> dict:
-    return cfg.to_dict()
 
 
 def flatten(d: Mapping, prefix: str = "") -> dict:

@@ -1,57 +1,10 @@
-"""Command-line entry points. Bad input ends in one line `error: ...` and exit code 2."""
+"""lmjax-train, lmjax-sample and lmjax-export. Bad input ends in one line `error: ...`, exit 2."""
 import argparse
 import os
 import sys
 
+from lmjax.cli import ArgumentParser, check_workdir, run_command
 from lmjax.errors import UsageError
-
-
-def _fail(message: str):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def _run(fn):
-    from lmjax.preemption import Preempted
-    try:
-        return fn()
-    except UsageError as e:
-        _fail(str(e))
-    except Preempted as e:
-        _say_once(str(e))
-        sys.exit(e.exit_code)
-    except RuntimeError as e:
-        # A NaN/Inf stop is the run's outcome, not a crash: one line, exit code 1.
-        from lmjax.checkpoint import NonFiniteCheckpointError
-        from lmjax.train import NonFiniteError
-        if not isinstance(e, (NonFiniteError, NonFiniteCheckpointError)):
-            raise
-        _say_once(f"error: {e}")
-        sys.exit(1)
-
-
-def _say_once(message: str):
-    """Prints on process 0 only, so a multi-process run reports once."""
-    import jax
-    if jax.process_index() == 0:
-        print(message, file=sys.stderr, flush=True)
-
-
-def check_workdir(workdir: str):
-    """UsageError unless `workdir` is (or can become) a writable directory."""
-    if "://" in workdir:
-        return  # object stores (gs://) have no directories to check; orbax reports access errors
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise UsageError(f"--workdir={workdir}: exists and is not a directory")
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, f".lmjax-write-test-{os.getpid()}")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        raise UsageError(f"--workdir={workdir}: cannot write there ({e.strerror or e}); pick a "
-                         "directory you can write to") from None
 
 
 def parse_train_args(argv):
@@ -62,7 +15,7 @@ def parse_train_args(argv):
     parser.add_argument("--config", required=True,
                         help="experiments/NAME.py[:ARG], the experiment and its variant")
     parser.add_argument("--workdir", required=True, help="where checkpoints and metrics go")
-    from lmjax import distributed
+    from lmjax.parallel import distributed
     distributed.add_flags(parser)
     args, unknown = parser.parse_known_args(rest)
     if unknown:
@@ -78,22 +31,23 @@ def train_main(argv=None):
 
     def run():
         cfg, workdir, dist = parse_train_args(argv)
-        from lmjax import config as config_lib, distributed
+        from lmjax import validation
+        from lmjax.parallel import distributed
         # Before anything touches a device: the processes must first find each other.
         distributed.initialize(dist)
         import jax
-        config_lib.validate(cfg, jax.device_count())
+        validation.prepare(cfg, jax.device_count(),
+                           log=print if jax.process_index() == 0 else lambda _: None)
         # Only a valid config creates the workdir: a rejected command leaves no trace behind.
         check_workdir(workdir)
-        from lmjax.train import train
-        train(cfg, workdir)
+        from lmjax.train import loop
+        loop.run(cfg, workdir)
 
-    _run(run)
+    run_command(run)
 
 
 def sample_main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    from lmjax.cli import ArgumentParser
     parser = ArgumentParser(prog="lmjax-sample", description=(
         "Continue a prompt with a KV cache: greedy (--temperature=0), temperature, top-k, top-p."))
     parser.add_argument("--model", help="a training workdir, an lmjax-export directory, or "
@@ -113,7 +67,7 @@ def sample_main(argv=None):
         spec = args.model or args.workdir
         if not spec or (args.model and args.workdir):
             raise UsageError("give exactly one of --model=WORKDIR|hf:DIR and --workdir=WORKDIR")
-        from lmjax.generate import Generator, Sampling, generate_text
+        from lmjax.infer.generate import Generator, Sampling, generate_text
         sampling = Sampling(args.temperature, args.top_k, args.top_p)
         sampling.check()
         if args.max_new_tokens < 0:
@@ -127,12 +81,11 @@ def sample_main(argv=None):
                               args.prompt or ["\n"], args.max_new_tokens, sampling, args.seed)
         print("\n\n".join(texts))
 
-    _run(run)
+    run_command(run)
 
 
 def export_main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    from lmjax.cli import ArgumentParser
     parser = ArgumentParser(prog="lmjax-export", description=(
         "Write a checkpoint's parameters, config and tokenizer to a directory that "
         "lmjax-sample, evaluation and HF conversion read."))
@@ -145,7 +98,7 @@ def export_main(argv=None):
     args = parser.parse_args(argv)
 
     def run():
-        from lmjax.export import check_output, export
+        from lmjax.infer.export import check_output, export
         if not os.path.isdir(args.workdir):
             raise UsageError(f"--workdir={args.workdir}: no such directory")
         check_output(args.output)
@@ -156,7 +109,7 @@ def export_main(argv=None):
             return
         export(args.workdir, args.output, args.step)
 
-    _run(run)
+    run_command(run)
 
 
 if __name__ == "__main__":

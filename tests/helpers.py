@@ -41,7 +41,7 @@ def random_tokens(cfg, seed=0, batch=None):
 
 
 def strip_boxes(tree):
-    from lmjax.state import strip_boxes as strip
+    from lmjax.train.state import strip_boxes as strip
     return strip(tree)
 
 
@@ -67,33 +67,32 @@ def to_numpy(tree):
     return jax.tree.map(lambda x: np.asarray(x, dtype=np.float64), tree)
 
 
-class TrainParts:
-    """Mesh, model, optimizer, shardings and the jitted real train step for a config.
+def model_cfg(**fields):
+    """The model section of the default config with `fields` set: what modules are built from."""
+    from lmjax.config import base_config
+    cfg = base_config().model
+    with cfg.unlocked():
+        for name, value in fields.items():
+            cfg[name] = value
+    return cfg
 
-    The same pieces lmjax.train.Trainer builds, on any list of devices.
-    """
+
+class TrainParts:
+    """lmjax.train.step.build's mesh, model, optimizer, shardings and jitted train step, on any
+    list of devices: the same wiring lmjax-train runs."""
 
     def __init__(self, cfg, devices=None):
-        import jax
-        from lmjax import sharding, state as state_lib, train
-        from lmjax.model import build_model
-        from lmjax.optim import make_optimizer
+        from lmjax.parallel import mesh as mesh_lib
+        from lmjax.train import step as step_lib
         self.cfg = cfg
-        self.mesh = sharding.make_mesh(cfg, devices)
-        self.rules = sharding.rules(cfg)
-        self.model = build_model(cfg.model)
-        self.tx = make_optimizer(cfg)
-        with self.context():
-            self.state_sh = state_lib.state_shardings(self.model, self.tx, cfg, self.mesh,
-                                                      self.rules)
-            self.batch_sh = sharding.batch_sharding(self.mesh, self.rules)
-            self.step_fn = jax.jit(train.make_train_step(self.model, self.tx, cfg),
-                                   in_shardings=(self.state_sh, self.batch_sh),
-                                   out_shardings=(self.state_sh, None))
+        self.mesh = mesh_lib.make_mesh(cfg, devices)
+        self.built = step_lib.build(cfg, self.mesh)
+        self.rules, self.model, self.tx = self.built.rules, self.built.model, self.built.tx
+        self.state_sh, self.batch_sh = self.built.state_shardings, self.built.batch_sharding
+        self.step_fn = self.built.train_step
 
     def context(self):
-        from lmjax.train import _MeshContext
-        return _MeshContext(self.mesh, self.rules)
+        return self.built.context()
 
     def init(self, params=None, seed=0):
         """A sharded TrainState from `params`, or from N(0, init_std²) numpy draws.
@@ -102,7 +101,7 @@ class TrainParts:
         born: compiling the jitted random init costs seconds on CPU (lmjax-train's path is
         covered by the command-line tests).
         """
-        from lmjax import state as state_lib
+        from lmjax.train import state as state_lib
         if params is None:
             shapes = strip_boxes(state_lib.abstract_params(self.model, self.cfg))
             params = randomize(shapes, seed, std=self.cfg.model.init_std)
@@ -110,7 +109,7 @@ class TrainParts:
             return state_lib.init_state(self.model, self.tx, self.cfg, self.state_sh, params)
 
     def batch(self, host_batch):
-        from lmjax import sharding
+        from lmjax.parallel import shardings as sharding
         return sharding.global_batch(host_batch, self.batch_sh)
 
     def step(self, state, host_batch):

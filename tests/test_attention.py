@@ -14,8 +14,11 @@ THETA = 500.0  # small, so even the lowest RoPE frequency turns measurably over 
 
 
 def attention(backend, num_kv_heads, positions_kind, block=BLOCK):
-    return Attention(D, H, num_kv_heads, K, True, positions_kind, THETA, backend, block, 0.02,
-                     0.02, jnp.float32, jnp.float32)
+    cfg = helpers.model_cfg(d_model=D, num_heads=H, num_kv_heads=num_kv_heads, head_dim=K,
+                            use_bias=True, positions=positions_kind, rope_theta=THETA,
+                            attention=backend, attention_block=block, init_std=0.02,
+                            num_layers=1)
+    return Attention(cfg)
 
 
 def run(module, x, positions, segments=None, seed=0):

@@ -26,7 +26,7 @@ def test_error_mode_names_the_step_in_one_line_and_saves_nothing_bad(tmp_path):
 
 @pytest.mark.slow
 def test_skip_mode_keeps_the_last_good_state_and_counts_skips(tmp_path):
-    from lmjax.restore import load_train_state
+    from lmjax.infer.restore import load_train_state
     workdir = str(tmp_path / "run")
     h.train(workdir, train__nonfinite="skip", train__keep_checkpoints=4, **EXPLODE)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -45,7 +45,8 @@ def test_skip_mode_keeps_the_last_good_state_and_counts_skips(tmp_path):
 
 
 def test_nan_parameter_is_never_checkpointed(tmp_path, monkeypatch):
-    from lmjax import checkpoint, config as config_lib, state as state_lib, train as train_lib
+    from lmjax.train import checkpoint, state as state_lib, loop as train_lib
+    from lmjax import config as config_lib
     cfg = config_lib.load_config(h.EXPERIMENT)
     config_lib.apply_overrides(cfg, {**h.TINY, "train.steps": 3, "train.checkpoint_every": 1,
                                      "train.nonfinite": "skip"})
@@ -57,7 +58,7 @@ def test_nan_parameter_is_never_checkpointed(tmp_path, monkeypatch):
         params["final_norm"]["scale"] = params["final_norm"]["scale"].at[0].set(np.nan)
         return state.replace(params=params)
 
-    monkeypatch.setattr(train_lib.state_lib, "init_state", init_with_nan)
+    monkeypatch.setattr(train_lib.step_lib.state_lib, "init_state", init_with_nan)
     workdir = str(tmp_path / "run")
     with pytest.raises(checkpoint.NonFiniteCheckpointError, match="at step 1 holds NaN"):
         train_lib.train(cfg, workdir)

@@ -13,8 +13,9 @@ SAVED = dict(mesh__data=1, mesh__fsdp=8, mesh__tensor=1)
 
 RESTORE_ONTO_MESHES = """
 import sys, numpy as np, jax
-from lmjax import sharding
-from lmjax.restore import load_config, load_train_state
+from lmjax.parallel import mesh as mesh_lib
+from lmjax.parallel import shardings as sharding
+from lmjax.infer.restore import load_config, load_train_state
 workdir, out = sys.argv[1], sys.argv[2]
 arrays = {}
 for name, (data, fsdp, tensor), count in (("fsdp8", (1, 8, 1), 8), ("t2d4", (4, 1, 2), 8),
@@ -22,7 +23,7 @@ for name, (data, fsdp, tensor), count in (("fsdp8", (1, 8, 1), 8), ("t2d4", (4, 
     cfg = load_config(workdir)
     with cfg.unlocked():
         cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = data, fsdp, tensor
-    mesh = sharding.make_mesh(cfg, devices=jax.devices()[:count])
+    mesh = mesh_lib.make_mesh(cfg, devices=jax.devices()[:count])
     _, step, state = load_train_state(workdir, step=4, cfg=cfg, mesh=mesh)
     assert step == 4
     # (embed, mlp) = (32, 64), behind a leading layers axis when the layers are scanned.

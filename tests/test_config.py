@@ -4,7 +4,7 @@ import json
 import ml_collections
 import pytest
 
-from lmjax import config as config_lib
+from lmjax import config as config_lib, validation
 from lmjax.config import ConfigError
 from tests import helpers
 
@@ -14,7 +14,7 @@ def test_baby_experiment_has_nanogpt_cpu_shapes():
     m, t = cfg.model, cfg.train
     assert (m.num_layers, m.num_heads, m.d_model, m.d_ff) == (4, 4, 128, 512)
     assert (t.seq_len, t.batch_size, t.steps, m.vocab_size) == (64, 12, 2000, 65)
-    config_lib.validate(cfg, num_devices=1)
+    validation.validate(cfg, num_devices=1)
 
 
 def test_default_variant_loads_with_documented_shapes():
@@ -23,7 +23,7 @@ def test_default_variant_loads_with_documented_shapes():
     assert (m.num_layers, m.num_heads, m.d_model, m.d_ff) == (6, 6, 384, 1536)
     assert (t.seq_len, m.max_seq_len, t.batch_size, t.steps) == (256, 256, 64, 5000)
     assert (cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps) == (1e-3, 1e-4, 100)
-    config_lib.validate(cfg, num_devices=1)
+    validation.validate(cfg, num_devices=1)
 
 
 def test_unknown_variant_is_a_config_error():

@@ -8,7 +8,8 @@ import sentencepiece as spm
 import lmjax
 from lmjax.data.sentencepiece import (SentencePieceTokenizer, explain_trainer_error,
                                       train_sentencepiece)
-from lmjax.data.tokenizer import ByteTokenizer, CharTokenizer, load_tokenizer
+from lmjax.data.tokenizer import ByteTokenizer, CharTokenizer
+from lmjax.data.tokenizers import load_tokenizer
 from lmjax.errors import UsageError
 
 SHAKESPEARE = os.path.join(os.path.dirname(lmjax.__file__), "data", "tinyshakespeare.txt")

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from lmjax import evaluate
+from lmjax.infer import evaluate
 from tests.helpers import EXPERIMENT, SHAKESPEARE
 
 TEXT = open(SHAKESPEARE, encoding="utf-8").read()
@@ -79,7 +79,7 @@ def test_trained_run_matches_its_logged_eval_loss(tmp_path):
     from lmjax.config import apply_overrides, load_config
     from lmjax.data import make_data
     from lmjax.hf import load_model
-    from lmjax.train import train
+    from lmjax.train.loop import train
     cfg = load_config(EXPERIMENT)
     apply_overrides(cfg, {"model.num_layers": 1, "model.d_model": 32, "model.num_heads": 2,
                           "model.d_ff": 64, "model.max_seq_len": 32, "train.seq_len": 32,

@@ -67,29 +67,22 @@ REDUCED = {
 COMPILE = textwrap.dedent("""
     import json, os, sys
     import jax, jax.numpy as jnp
-    from lmjax import config as config_lib, sharding, state as state_lib
-    from lmjax.model import build_model
-    from lmjax.optim import make_optimizer
-    from lmjax.train import make_train_step, _MeshContext
+    from lmjax import config as config_lib, validation
+    from lmjax.parallel import mesh as mesh_lib
+    from lmjax.parallel import shardings as sharding
+    from lmjax.train import state as state_lib, step as step_lib
 
     spec, overrides = sys.argv[1], json.loads(sys.argv[2])
     cfg = config_lib.load_config(spec)
     config_lib.apply_overrides(cfg, overrides)
     with cfg.unlocked():
         cfg.data.path = ""
-    config_lib.validate(cfg, jax.device_count())
-    mesh, rules = sharding.make_mesh(cfg), sharding.rules(cfg)
-    model, tx = build_model(cfg.model), make_optimizer(cfg)
-    with _MeshContext(mesh, rules):
-        state_sh = state_lib.state_shardings(model, tx, cfg, mesh, rules)
-        abstract = state_lib.abstract_state(model, tx, cfg, state_sh)
-        batch_sh = sharding.batch_sharding(mesh, rules)
-        shape = (cfg.train.batch_size, cfg.train.seq_len)
-        batch = {k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sh)
-                 for k in ("inputs", "targets")}
-        step = jax.jit(make_train_step(model, tx, cfg), in_shardings=(state_sh, batch_sh),
-                       out_shardings=(state_sh, None), donate_argnums=0)
-        compiled = step.lower(abstract, batch).compile()
+    validation.validate(cfg, jax.device_count())
+    mesh = mesh_lib.make_mesh(cfg)
+    built = step_lib.build(cfg, mesh)
+    abstract = built.abstract_state()
+    with built.context():
+        compiled = built.train_step.lower(abstract, built.abstract_batch()).compile()
     params = abstract.params
     print(json.dumps({
         "mesh": dict(mesh.shape),

@@ -32,7 +32,7 @@ def export_in_process(capsys, workdir, output, *extra):
 
 
 def test_export_holds_the_checkpoint_parameters(workdir, tmp_path):
-    from lmjax.restore import load_run
+    from lmjax.infer.restore import load_run
     output = str(tmp_path / "export")
     result = export(workdir, output, "--step=2")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -81,7 +81,7 @@ def test_bad_export_input_is_one_line_and_touches_nothing(workdir, tmp_path, cas
 def test_export_to_hf_gives_transformers_the_same_logits(workdir, tmp_path):
     torch = pytest.importorskip("torch", reason="torch is in the test extra")
     transformers = pytest.importorskip("transformers", reason="transformers is in the test extra")
-    from lmjax.restore import load_run
+    from lmjax.infer.restore import load_run
     output = str(tmp_path / "hf")
     from lmjax.main import export_main
     export_main([f"--workdir={workdir}", f"--output={output}", "--format=hf"])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from lmjax.errors import UsageError
-from lmjax.generate import Generator, Sampling, filter_logits
+from lmjax.infer.generate import Generator, Sampling, filter_logits
 from lmjax.model import build_model
 from tests.helpers import randomize, run_script, tiny_config, unboxed
 
@@ -108,8 +108,10 @@ def test_context_overflow_slides_and_long_prompts_are_refused(gpt2_like):
 
 MESH_SCRIPT = r"""
 import jax, jax.numpy as jnp, numpy as np
-from lmjax import sharding, state as state_lib
-from lmjax.generate import Generator
+from lmjax.parallel import mesh as mesh_lib
+from lmjax.parallel import shardings as sharding
+from lmjax.train import state as state_lib
+from lmjax.infer.generate import Generator
 from lmjax.model import build_model
 from tests.helpers import randomize, tiny_config, unboxed
 from tests.test_generate import PROMPTS, VARIANTS
@@ -118,9 +120,9 @@ cfg = tiny_config(over)
 model = build_model(cfg.model)
 params = randomize(unboxed(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]))
 single = Generator(cfg, jax.device_put(params, jax.devices()[0]),
-                   mesh=sharding.make_mesh(cfg, jax.devices()[:1])).generate(PROMPTS, 12)
+                   mesh=mesh_lib.make_mesh(cfg, jax.devices()[:1])).generate(PROMPTS, 12)
 cfg = tiny_config({**over, "mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2})
-mesh = sharding.make_mesh(cfg)
+mesh = mesh_lib.make_mesh(cfg)
 with jax.set_mesh(mesh):
     sh = sharding.logical_to_sharding(state_lib.abstract_params(model, cfg), mesh,
                                       sharding.rules(cfg))

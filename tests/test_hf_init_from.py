@@ -15,7 +15,7 @@ SMALL = {"model.num_layers": 1, "model.d_model": 32, "model.num_heads": 2, "mode
 
 def trainer_for(init_from, workdir, extra=None):
     from lmjax.hf.init_from import adopt_architecture
-    from lmjax.train import Trainer
+    from lmjax.train.loop import Trainer
     cfg = load_config(EXPERIMENT)
     apply_overrides(cfg, {**SMALL, **(extra or {}), "init_from": init_from})
     adopt_architecture(cfg, log=lambda _: None)
@@ -45,11 +45,11 @@ def test_init_from_hf_uses_the_imported_weights(tmp_path):
 
 @pytest.mark.slow
 def test_init_from_workdir_adopts_its_architecture_and_weights(tmp_path):
-    from lmjax.train import train
+    from lmjax.train.loop import train
     cfg = load_config(EXPERIMENT)
     apply_overrides(cfg, {**SMALL, "model.d_model": 48})
     train(cfg, str(tmp_path / "a"))
-    from lmjax.restore import load_run
+    from lmjax.infer.restore import load_run
     source = load_run(str(tmp_path / "a")).params
     trainer = trainer_for(f"workdir:{tmp_path / 'a'}", tmp_path / "b")
     assert trainer.cfg.model.d_model == 48  # adopted from the source

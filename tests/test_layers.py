@@ -17,7 +17,7 @@ def init_apply(module, x, seed=0):
                                            ("rmsnorm", False)])
 def test_norm_matches_numpy(kind, use_bias):
     x = np.random.default_rng(1).normal(2.0, 3.0, size=(2, 5, 24)).astype(np.float32)
-    norm = Norm(kind, 1e-5, use_bias, jnp.float32, jnp.float32)
+    norm = Norm(helpers.model_cfg(norm=kind, norm_eps=1e-5, use_bias=use_bias))
     params, y = init_apply(norm, x)
     p = helpers.to_numpy(params)
     assert set(p) == ({"scale", "bias"} if use_bias and kind == "layernorm" else {"scale"})
@@ -39,7 +39,8 @@ def test_rmsnorm_differs_from_layernorm_on_uncentred_input():
 
 def test_norm_computes_in_float32_for_bfloat16_inputs():
     x = np.random.default_rng(2).normal(100.0, 0.5, size=(3, 64)).astype(jnp.bfloat16)
-    norm = Norm("layernorm", 1e-5, False, jnp.float32, jnp.bfloat16)
+    norm = Norm(helpers.model_cfg(norm="layernorm", norm_eps=1e-5, use_bias=False,
+                                  dtype="bfloat16"))
     params, y = init_apply(norm, x)
     p_scale = helpers.to_numpy(params)["scale"]
     expected = helpers.np_layernorm(np.asarray(x, np.float64), p_scale, None, 1e-5)
@@ -59,7 +60,7 @@ def test_projection_matches_numpy(in_shape, out_shape):
 
 
 def test_embedding_lookup_and_tied_head():
-    embed = Embed(50, 16, 0.02, jnp.float32, jnp.float32)
+    embed = Embed(helpers.model_cfg(vocab_size=50, d_model=16, init_std=0.02))
     tokens = np.random.default_rng(4).integers(0, 50, size=(2, 7))
     params = helpers.randomize(helpers.unboxed(
         jax.eval_shape(embed.init, jax.random.key(0), tokens)["params"]))

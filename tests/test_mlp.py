@@ -11,7 +11,7 @@ from lmjax.model.mlp import MLP
 @pytest.mark.parametrize("kind", ["gelu", "gelu_exact", "swiglu"])
 @pytest.mark.parametrize("use_bias", [True, False])
 def test_mlp_matches_numpy(kind, use_bias):
-    mlp = MLP(16, 40, kind, use_bias, 0.02, 0.02, jnp.float32, jnp.float32)
+    mlp = MLP(helpers.model_cfg(d_model=16, d_ff=40, mlp=kind, use_bias=use_bias, init_std=0.02))
     x = np.random.default_rng(0).normal(size=(2, 6, 16)).astype(np.float32)
     shapes = jax.eval_shape(mlp.init, jax.random.key(0), x)["params"]
     params = helpers.randomize(helpers.unboxed(shapes))

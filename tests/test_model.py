@@ -6,7 +6,7 @@ import pytest
 
 from tests import helpers
 from lmjax.model import build_model
-from lmjax.train import cross_entropy
+from lmjax.train.step import cross_entropy
 
 GPT2 = {}  # the tiny defaults: learned positions, LayerNorm, GELU, biases, tied head
 LLAMA = {"model.positions": "rope", "model.norm": "rmsnorm", "model.mlp": "swiglu",

@@ -33,7 +33,7 @@ def multiprocess_train(workdir: str, count: int = 2, **overrides):
 
 RESTORE_PARAMS = """
 import sys, numpy as np, jax
-from lmjax.restore import load_train_state
+from lmjax.infer.restore import load_train_state
 out = {}
 for i, workdir in enumerate(sys.argv[2:]):
     _, step, state = load_train_state(workdir)

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from lmjax import plot, scaling
+from lmjax.study import plot, scaling
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRUE = {"E": 1.8, "A": 60.0, "B": 250.0, "alpha": 0.30, "beta": 0.36}
@@ -30,7 +30,7 @@ def synthetic_root(root, rng, noise=0.003):
 def test_cli_fit_recovers_exponents_from_noisy_losses(tmp_path):
     root = str(tmp_path / "root")
     synthetic_root(root, np.random.default_rng(0))
-    out = subprocess.run([sys.executable, "-m", "lmjax.scaling", f"--workdir={root}"],
+    out = subprocess.run([sys.executable, "-m", "lmjax.study.scaling", f"--workdir={root}"],
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
     fit = json.load(open(os.path.join(root, "scaling.json")))
@@ -63,7 +63,7 @@ def test_fewer_runs_than_parameters_is_one_line_exit_2(tmp_path):
     synthetic_root(root, np.random.default_rng(0))
     for name in sorted(os.listdir(root))[4:]:
         os.remove(os.path.join(root, name, "summary.json"))
-    out = subprocess.run([sys.executable, "-m", "lmjax.scaling", f"--workdir={root}"],
+    out = subprocess.run([sys.executable, "-m", "lmjax.study.scaling", f"--workdir={root}"],
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
@@ -86,11 +86,11 @@ def test_plot_overlays_runs_and_reads_resumed_metrics(tmp_path):
     assert [r["step"] for r in records] == [1, 2, 3]
     assert records[-1] == {"step": 3, "train_loss": 1.0, "eval_loss": 1.1}
     out_png = tmp_path / "curves.png"
-    out = subprocess.run([sys.executable, "-m", "lmjax.plot", *runs, f"--out={out_png}"],
+    out = subprocess.run([sys.executable, "-m", "lmjax.study.plot", *runs, f"--out={out_png}"],
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert out_png.stat().st_size > 5000
-    out = subprocess.run([sys.executable, "-m", "lmjax.plot", str(tmp_path / "missing")],
+    out = subprocess.run([sys.executable, "-m", "lmjax.study.plot", str(tmp_path / "missing")],
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [

@@ -39,9 +39,10 @@ LEAVES = {
 
 def test_single_device_mesh_and_rules():
     import jax
-    from lmjax import sharding
+    from lmjax.parallel import mesh as mesh_lib
+    from lmjax.parallel import shardings as sharding
     cfg = helpers.tiny_config()
-    mesh = sharding.make_mesh(cfg, jax.devices()[:1])
+    mesh = mesh_lib.make_mesh(cfg, jax.devices()[:1])
     assert dict(mesh.shape) == {"data": 1, "fsdp": 1, "tensor": 1}
     assert all(t == jax.sharding.AxisType.Auto for t in mesh.axis_types)
     rules = sharding.rules(cfg)
@@ -80,7 +81,7 @@ def run_meshes(names):
         devices = jax.devices()[:1] if name == "one_device" else jax.devices()
         parts = helpers.TrainParts(cfg, devices)
         if params is None:
-            from lmjax.state import abstract_params
+            from lmjax.train.state import abstract_params
             shapes = helpers.strip_boxes(abstract_params(parts.model, cfg))
             params = helpers.randomize(shapes, seed=0, std=0.02)  # the same weights everywhere
         state = parts.init(params)

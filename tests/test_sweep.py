@@ -10,7 +10,7 @@ import time
 import pytest
 
 from lmjax import config as config_lib
-from lmjax import sweep
+from lmjax.study import sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,7 +66,7 @@ def _listdir(path):
 
 
 def run_sweep(*args, env, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "lmjax.sweep", *args], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "lmjax.study.sweep", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 

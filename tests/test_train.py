@@ -14,9 +14,9 @@ import jax
 import numpy as np
 import pytest
 
-from lmjax import train as train_lib
+from lmjax.train import loop as train_lib, step as step_lib
 from lmjax.main import sample_main, train_main
-from lmjax.optim import schedule
+from lmjax.train.optim import make_schedule as schedule
 from tests import helpers
 
 METRIC_KEYS = {"step", "train_loss", "learning_rate", "grad_norm", "tokens_per_sec", "mfu"}
@@ -78,9 +78,9 @@ def test_non_finite_step_is_not_applied(parts):
 
 def test_model_inputs_pass_segments_only_when_masking_documents():
     batch = {"inputs": 1, "positions": 2, "segment_ids": 3}
-    assert train_lib.model_inputs(batch, True) == (1, 2, 3)
-    assert train_lib.model_inputs(batch, False) == (1, None, None)
-    assert train_lib.model_inputs({"inputs": 1}, True) == (1, None, None)
+    assert step_lib.model_inputs(batch, True) == (1, 2, 3)
+    assert step_lib.model_inputs(batch, False) == (1, None, None)
+    assert step_lib.model_inputs({"inputs": 1}, True) == (1, None, None)
 
 
 def read_jsonl(path):

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from lmjax import config as config_lib
+from lmjax import config as config_lib, validation
 from lmjax.config import ConfigError
 from tests import helpers
 
@@ -40,6 +40,12 @@ CASES = {
     "data file": ({"data.path": "/nonexistent/shakespeare.txt"}, 1,
                   ["data.path", "/nonexistent/shakespeare.txt", "point it at a text file"]),
     "choice": ({"model.attention": "flash"}, 1, ["model.attention='flash'", "einsum"]),
+    "sentencepiece vocab": ({"data.tokenizer": "sentencepiece"}, 1,
+                            ["data.vocab_size: required with data.tokenizer=sentencepiece"]),
+    "data choice": ({"data.model_type": "wordpiece"}, 1,
+                    ["data.model_type=wordpiece", "bpe or unigram"]),
+    "valid fraction": ({"data.valid_fraction": 1.0}, 1,
+                       ["data.valid_fraction=1.0", "[0, 1)"]),
     "remat policy": ({"model.remat_policy": "everything"}, 1,
                      ["model.remat_policy='everything'", "dots_saveable"]),
 }
@@ -48,7 +54,7 @@ CASES = {
 def message_of(overrides, num_devices):
     cfg = helpers.tiny_config({"data.path": helpers.SHAKESPEARE, **overrides})
     with pytest.raises(ConfigError) as err:
-        config_lib.validate(cfg, num_devices)
+        validation.validate(cfg, num_devices)
     return str(err.value)
 
 
@@ -63,8 +69,8 @@ def test_validate_names_field_value_and_fix(case):
 
 def test_valid_tiny_config_passes_on_1_and_8_devices():
     cfg = helpers.tiny_config({"data.path": helpers.SHAKESPEARE})
-    config_lib.validate(cfg, 1)
-    config_lib.validate(cfg, 8)  # data = -1 takes all 8; batch 8 divides
+    validation.validate(cfg, 1)
+    validation.validate(cfg, 8)  # data = -1 takes all 8; batch 8 divides
 
 
 def test_missing_experiment_and_missing_get_config(tmp_path):

@@ -5,7 +5,7 @@
 
 Special ids come from config.json (bos_token_id / eos_token_id, possibly a list of EOS ids),
 else from tokenizer_config.json's bos_token / eos_token. `encode` never adds special tokens;
-`add_bos` says whether the model expects a BOS id first (lmjax.generate and lmjax.evaluate add it).
+`add_bos` says whether the model expects a BOS id first (lmjax.infer.generate and lmjax.infer.evaluate add it).
 """
 import hashlib
 import json
@@ -161,6 +161,6 @@ def load_hf_tokenizer(directory: str, hf_cfg: dict | None = None) -> Tokenizer |
         return SentencePieceModelTokenizer(directory, hf_cfg)
     own = os.path.join(directory, LMJAX_TOKENIZER_DIR)
     if os.path.isdir(own):
-        from lmjax.data.tokenizer import load_tokenizer
+        from lmjax.data.tokenizers import load_tokenizer
         return load_tokenizer(own)
     return None

@@ -7,6 +7,7 @@ no piece spans one: encoding line by line (each line with its "\n") gives exactl
 encoding the whole text at once, and is several times faster on long documents.
 """
 import hashlib
+import json
 import io
 import itertools
 import os
@@ -16,7 +17,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import sentencepiece as spm
 
-from lmjax.data.tokenizer import TOKENIZER_FILE, Tokenizer, _write_json
+from lmjax.data.tokenizer import TOKENIZER_FILE, Tokenizer, write_tokenizer_json
 from lmjax.errors import UsageError
 
 MODEL_FILE = "tokenizer.model"
@@ -63,7 +64,7 @@ class SentencePieceTokenizer(Tokenizer):
         with open(tmp, "wb") as f:
             f.write(self.model_proto)
         os.replace(tmp, os.path.join(directory, MODEL_FILE))
-        _write_json(directory, {"kind": "sentencepiece", "model": MODEL_FILE})
+        write_tokenizer_json(directory, {"kind": "sentencepiece", "model": MODEL_FILE})
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self.model_proto).hexdigest()[:16]
@@ -118,16 +119,20 @@ def explain_trainer_error(message: str, vocab_size: int) -> str:
 def load_model_file(path: str) -> SentencePieceTokenizer:
     """Loads an existing .model file (or a directory holding a tokenizer) for reuse."""
     if os.path.isdir(path):
-        from lmjax.data.tokenizer import load_tokenizer
-        try:
-            tokenizer = load_tokenizer(path)
-        except FileNotFoundError:
+        saved = os.path.join(path, TOKENIZER_FILE)
+        if not os.path.isfile(saved):
             raise UsageError(f"--tokenizer_model={path}: the directory holds no "
-                             f"{TOKENIZER_FILE}; pass a SentencePiece .model file") from None
-        if not isinstance(tokenizer, SentencePieceTokenizer):
-            raise UsageError(f"--tokenizer_model={path}: holds a {tokenizer.kind} tokenizer, "
-                             "not SentencePiece")
-        return tokenizer
+                             f"{TOKENIZER_FILE}; pass a SentencePiece .model file")
+        try:
+            with open(saved) as f:
+                payload = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise UsageError(f"--tokenizer_model={path}: {saved} is not readable JSON ({e}); "
+                             "pass a SentencePiece .model file") from None
+        if payload.get("kind") != "sentencepiece":
+            raise UsageError(f"--tokenizer_model={path}: holds a {payload.get('kind')} "
+                             "tokenizer, not SentencePiece")
+        return SentencePieceTokenizer(os.path.join(path, payload["model"]))
     if not os.path.isfile(path):
         raise UsageError(f"--tokenizer_model={path}: no such file; pass a SentencePiece .model "
                          "file or a directory written by lmjax-prepare")

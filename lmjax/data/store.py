@@ -16,7 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from lmjax.data.tokenizer import Tokenizer, load_tokenizer
+from lmjax.data.tokenizer import Tokenizer
+from lmjax.data.tokenizers import load_tokenizer
 from lmjax.errors import UsageError
 
 METADATA_FILE = "metadata.json"

@@ -1,13 +1,14 @@
 """One tokenizer interface over characters, bytes and (in sentencepiece.py) SentencePiece.
 
-Every tokenizer saves itself into a directory (`save(dir)`) and `load_tokenizer(dir)` brings it
+Every tokenizer saves itself into a directory (`save(dir)`) and `tokenizers.load_tokenizer(dir)` brings it
 back, so a workdir or a prepared dataset carries the exact tokenizer its tokens were made with.
 """
-import json
 import os
 from typing import Sequence
 
 import numpy as np
+
+from lmjax import io
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -39,11 +40,6 @@ class Tokenizer:
 
     def fingerprint(self) -> str:
         """A hash that changes whenever the id<->text mapping changes."""
-        import hashlib
-        with open(self._fingerprint_source(), "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()[:16]
-
-    def _fingerprint_source(self) -> str:
         raise NotImplementedError
 
 
@@ -88,7 +84,7 @@ class CharTokenizer(Tokenizer):
         return "".join(self.chars[i] for i in ids if 0 <= i < len(self.chars))
 
     def save(self, directory: str) -> None:
-        _write_json(directory, {"kind": "char", "chars": "".join(self.chars)})
+        write_tokenizer_json(directory, {"kind": "char", "chars": "".join(self.chars)})
 
     def fingerprint(self) -> str:
         import hashlib
@@ -115,34 +111,13 @@ class ByteTokenizer(Tokenizer):
         return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
 
     def save(self, directory: str) -> None:
-        _write_json(directory, {"kind": "bytes"})
+        write_tokenizer_json(directory, {"kind": "bytes"})
 
     def fingerprint(self) -> str:
         return "bytes-utf8-eos256"
 
 
-def _write_json(directory, payload):
+def write_tokenizer_json(directory, payload):
+    """DIR/tokenizer.json, whole or not at all."""
     os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, TOKENIZER_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(payload, f)
-    os.replace(tmp, os.path.join(directory, TOKENIZER_FILE))
-
-
-def load_tokenizer(directory: str) -> Tokenizer:
-    """Loads the tokenizer saved in `directory` (tokenizer.json or a SentencePiece model)."""
-    path = os.path.join(directory, TOKENIZER_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            payload = json.load(f)
-        kind = payload.get("kind")
-        if kind == "char":
-            return CharTokenizer(payload["chars"])
-        if kind == "bytes":
-            return ByteTokenizer()
-        if kind == "sentencepiece":
-            from lmjax.data.sentencepiece import SentencePieceTokenizer
-            return SentencePieceTokenizer(os.path.join(directory, payload["model"]))
-        raise ValueError(f"{path}: unknown tokenizer kind {kind!r}")
-    raise FileNotFoundError(f"{directory}: no {TOKENIZER_FILE}; this directory holds no "
-                            "lmjax tokenizer")
+    io.write_json(os.path.join(directory, TOKENIZER_FILE), payload, indent=None)

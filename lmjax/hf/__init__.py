@@ -21,7 +21,7 @@ def load_model(spec: str, step: int | None = None):
             raise UsageError("--step applies to training workdirs, not to hf: models")
         return load_hf(spec[len(HF_PREFIX):])
     import os
-    from lmjax import restore
+    from lmjax.infer import restore
     if not os.path.isdir(spec):
         raise UsageError(f"--model={spec}: no such directory; give a training workdir, an "
                          "lmjax-export directory or hf:DIR")

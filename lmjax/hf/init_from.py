@@ -28,7 +28,7 @@ def source_model_config(spec: str):
     if kind == "hf":
         from lmjax.hf.load import hf_model_config
         return hf_model_config(path)[1].model
-    from lmjax import restore
+    from lmjax.infer import restore
     return restore.load_config(path).model
 
 
@@ -61,7 +61,7 @@ def initial_params(cfg, mesh, rules, param_shardings, data_tokenizer, log=print)
         params = import_params(path, cfg, hf_cfg, family, mesh, rules)
     else:
         import jax
-        from lmjax import restore
+        from lmjax.infer import restore
         run = restore.load_run(path)
         _check_tokenizer(cfg.init_from, run.tokenizer, data_tokenizer)
         params = jax.device_put(run.params, param_shardings)

@@ -11,8 +11,10 @@ import os
 import jax
 import numpy as np
 
-from lmjax import config as config_lib, sharding
-from lmjax import state as state_lib
+from lmjax import config as config_lib
+from lmjax.parallel import mesh as mesh_lib
+from lmjax.parallel import shardings as sharding
+from lmjax.train import state as state_lib
 from lmjax.errors import UsageError
 from lmjax.hf import configs, tensors
 from lmjax.model import build_model
@@ -155,7 +157,7 @@ def hf_model_config(directory: str, overrides: dict | None = None):
 def load_hf(directory: str, overrides: dict | None = None, with_tokenizer: bool = True):
     """An lmjax Run (cfg, model, params, tokenizer, step=0) from a local HF model directory."""
     from lmjax.data.hf_tokenizer import load_hf_tokenizer
-    from lmjax.restore import Run
+    from lmjax.infer.restore import Run
     family, cfg, hf_cfg = hf_model_config(directory, overrides)
     # Read the tokenizer first: a mismatch is reported before any weight is read.
     tokenizer = load_hf_tokenizer(directory, hf_cfg) if with_tokenizer else None
@@ -163,6 +165,6 @@ def load_hf(directory: str, overrides: dict | None = None, with_tokenizer: bool 
         raise UsageError(f"hf:{directory}: the tokenizer has {tokenizer.vocab_size} tokens but "
                          f"config.json vocab_size={cfg.model.vocab_size}; they do not belong "
                          "together")
-    mesh = sharding.make_mesh(cfg)
+    mesh = mesh_lib.make_mesh(cfg)
     params = import_params(directory, cfg, hf_cfg, family, mesh, sharding.rules(cfg))
     return Run(cfg, build_model(cfg.model), params, tokenizer, 0)

@@ -13,7 +13,7 @@ import shutil
 import jax
 import numpy as np
 
-from lmjax import state as state_lib
+from lmjax.train import state as state_lib
 from lmjax.errors import UsageError
 from lmjax.hf import configs, tensors
 from lmjax.hf.load import INDEX_FILE, WEIGHTS_FILE

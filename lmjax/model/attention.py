@@ -1,31 +1,21 @@
-"""Causal self-attention: MHA, GQA and MQA (num_kv_heads), RoPE or none, three backends.
+"""Causal self-attention: MHA, GQA and MQA (num_kv_heads), position encodings, named backends.
 
-Backends, chosen by name in model.attention:
+Backends, chosen by name in model.attention (ATTENTION_BACKENDS):
   einsum       plain einsums over the full T x T score matrix.
   blockwise    query blocks attend only to key blocks at or below the diagonal: the same result
                with ~half the score FLOPs at long T (the masked upper triangle is never computed).
   dot_product  jax.nn.dot_product_attention (cuDNN flash attention on GPU where it applies).
+A backend is a function (q (B,T,H,K), k (B,T,G,K), v (B,T,G,K), segments (B,T) or None, model
+cfg) -> (B,T,H,K); a new kernel is one entry.
 """
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lmjax.model.layers import Projection, constrain
+from lmjax.model.layers import Projection, constrain, out_init_std
+from lmjax.model.positions import POSITIONS
 
 NEG_INF = -1e30  # finite, so fully masked rows give a uniform softmax rather than NaN
-
-
-def rope(x_BxTxHxK, positions_BxT, theta: float):
-    """Rotary embedding in the rotate-half layout (as Hugging Face LLaMA checkpoints)."""
-    half = x_BxTxHxK.shape[-1] // 2
-    freqs = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angles_BxTxK2 = positions_BxT.astype(jnp.float32)[..., None] * freqs
-    cos = jnp.cos(angles_BxTxK2)[:, :, None, :]
-    sin = jnp.sin(angles_BxTxK2)[:, :, None, :]
-    x = x_BxTxHxK.astype(jnp.float32)
-    x1, x2 = x[..., :half], x[..., half:]
-    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-    return out.astype(x_BxTxHxK.dtype)
 
 
 def attention_mask(q_positions_T, k_positions_S, q_segments_BxT=None, k_segments_BxS=None):
@@ -49,13 +39,17 @@ def einsum_attention(q_BxTxHxK, k_BxSxGxK, v_BxSxGxK, mask_BxTxS):
     return out.reshape(B, T, H, K)
 
 
-def blockwise_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, block: int):
-    """Causal attention by query blocks; block i sees keys [0, (i+1)*block) only."""
+def full_causal(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, cfg):
     T = q_BxTxHxK.shape[1]
+    mask = attention_mask(jnp.arange(T), jnp.arange(T), segments_BxT, segments_BxT)
+    return einsum_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, mask)
+
+
+def blockwise_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, cfg):
+    """Causal attention by query blocks; block i sees keys [0, (i+1)*block) only."""
+    T, block = q_BxTxHxK.shape[1], cfg.attention_block
     if T <= block:
-        return einsum_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK,
-                                attention_mask(jnp.arange(T), jnp.arange(T), segments_BxT,
-                                               segments_BxT))
+        return full_causal(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, cfg)
     outs = []
     for start in range(0, T, block):
         end = min(start + block, T)
@@ -67,12 +61,19 @@ def blockwise_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, block: in
     return jnp.concatenate(outs, axis=1)
 
 
-def dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT):
+def dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, cfg):
     if segments_BxT is None:
         return jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, is_causal=True)
     T = q_BxTxHxK.shape[1]
     mask = attention_mask(jnp.arange(T), jnp.arange(T), segments_BxT, segments_BxT)
     return jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, mask=mask[:, None])
+
+
+ATTENTION_BACKENDS = {
+    "einsum": full_causal,
+    "blockwise": blockwise_attention,
+    "dot_product": dot_product_attention,
+}
 
 
 def cached_attention(module: nn.Module, q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, positions_BxT,
@@ -96,29 +97,23 @@ def cached_attention(module: nn.Module, q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, positio
     return einsum_attention(q_BxTxHxK, cached_k.value, cached_v.value, mask_BxTxS)
 
 
+def head_dim(cfg) -> int:
+    return cfg.head_dim or cfg.d_model // cfg.num_heads
+
+
 class Attention(nn.Module):
-    d_model: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    use_bias: bool
-    positions: str  # learned (added at the embedding) | rope
-    rope_theta: float
-    backend: str
-    block: int
-    init_std: float
-    out_init_std: float
-    param_dtype: jnp.dtype
-    dtype: jnp.dtype
+    cfg: object  # the model section of the config
     decode_len: int = 0  # > 0: decode with a KV cache of this many slots (see cached_attention)
 
     @nn.compact
     def __call__(self, x_BxTxD, positions_BxT, segments_BxT=None):
-        H, G, K, D = self.num_heads, self.num_kv_heads, self.head_dim, self.d_model
+        c = self.cfg
+        H, G, K, D = c.num_heads, c.num_kv_heads or c.num_heads, head_dim(c), c.d_model
+        param_dtype, dtype = jnp.dtype(c.param_dtype), jnp.dtype(c.dtype)
 
         def proj(name, heads, axis):
-            return Projection((D,), (heads, K), ("embed", axis, "head_dim"), self.use_bias,
-                              self.init_std, self.param_dtype, self.dtype, name=name)
+            return Projection((D,), (heads, K), ("embed", axis, "head_dim"), c.use_bias,
+                              c.init_std, param_dtype, dtype, name=name)
 
         q = proj("query", H, "heads")(x_BxTxD)
         k = proj("key", G, "kv_heads")(x_BxTxD)
@@ -126,20 +121,14 @@ class Attention(nn.Module):
         q = constrain(q, ("batch", "act_len", "act_heads", None))
         k = constrain(k, ("batch", "act_len", "act_kv_heads", None))
         v = constrain(v, ("batch", "act_len", "act_kv_heads", None))
-        if self.positions == "rope":
-            q = rope(q, positions_BxT, self.rope_theta)
-            k = rope(k, positions_BxT, self.rope_theta)
+        rotate = POSITIONS[c.positions].rotate
+        if rotate is not None:
+            q, k = rotate(q, positions_BxT, c), rotate(k, positions_BxT, c)
 
-        T = x_BxTxD.shape[1]
         if self.decode_len:
             out = cached_attention(self, q, k, v, positions_BxT, self.decode_len)
-        elif self.backend == "dot_product":
-            out = dot_product_attention(q, k, v, segments_BxT)
-        elif self.backend == "blockwise":
-            out = blockwise_attention(q, k, v, segments_BxT, self.block)
         else:
-            mask = attention_mask(jnp.arange(T), jnp.arange(T), segments_BxT, segments_BxT)
-            out = einsum_attention(q, k, v, mask)
+            out = ATTENTION_BACKENDS[c.attention](q, k, v, segments_BxT, c)
         out = constrain(out, ("batch", "act_len", "act_heads", None))
-        return Projection((H, K), (D,), ("heads", "head_dim", "embed"), self.use_bias,
-                          self.out_init_std, self.param_dtype, self.dtype, name="out")(out)
+        return Projection((H, K), (D,), ("heads", "head_dim", "embed"), c.use_bias,
+                          out_init_std(c), param_dtype, dtype, name="out")(out)

@@ -1,4 +1,5 @@
 """Embeddings, norms and the dense projection every module uses, all with logical axis names."""
+import math
 from typing import Sequence
 
 import flax.linen as nn
@@ -13,6 +14,11 @@ def constrain(x, names: Sequence[str | None]):
 
 def logical_param(module: nn.Module, name: str, shape, axes, init, dtype):
     return module.param(name, nn.with_logical_partitioning(init, tuple(axes)), tuple(shape), dtype)
+
+
+def out_init_std(cfg) -> float:
+    """GPT-2's scaled init of the projections that write into the residual stream."""
+    return cfg.init_std / math.sqrt(2 * cfg.num_layers)
 
 
 class Projection(nn.Module):
@@ -52,47 +58,54 @@ class Projection(nn.Module):
 class Embed(nn.Module):
     """Token embedding; `attend` reuses the table as a tied LM head."""
 
-    vocab_size: int
-    d_model: int
-    init_std: float
-    param_dtype: jnp.dtype
-    dtype: jnp.dtype
+    cfg: object  # the model section of the config
 
     def setup(self):
-        self.embedding = logical_param(self, "embedding", (self.vocab_size, self.d_model),
-                                       ("vocab", "embed"), nn.initializers.normal(self.init_std),
-                                       self.param_dtype)
+        c = self.cfg
+        self.embedding = logical_param(self, "embedding", (c.vocab_size, c.d_model),
+                                       ("vocab", "embed"), nn.initializers.normal(c.init_std),
+                                       jnp.dtype(c.param_dtype))
 
     def __call__(self, tokens_BxT):
-        return jnp.take(self.embedding, tokens_BxT, axis=0).astype(self.dtype)
+        return jnp.take(self.embedding, tokens_BxT, axis=0).astype(jnp.dtype(self.cfg.dtype))
 
     def attend(self, x_BxTxD):
         B, T, D = x_BxTxD.shape
-        logits = x_BxTxD.reshape(B * T, D) @ self.embedding.astype(self.dtype).T
-        return logits.reshape(B, T, self.vocab_size)
+        dtype = jnp.dtype(self.cfg.dtype)
+        logits = x_BxTxD.reshape(B * T, D) @ self.embedding.astype(dtype).T
+        return logits.reshape(B, T, self.cfg.vocab_size)
+
+
+def layer_norm(x32, eps):
+    x32 = x32 - x32.mean(-1, keepdims=True)
+    return x32 * jax.lax.rsqrt((x32 * x32).mean(-1, keepdims=True) + eps)
+
+
+def rms_norm(x32, eps):
+    return x32 * jax.lax.rsqrt((x32 * x32).mean(-1, keepdims=True) + eps)
+
+
+# model.norm -> (x in float32, eps) -> normalised x, before scale (and LayerNorm's bias).
+NORMS = {
+    "layernorm": layer_norm,
+    "rmsnorm": rms_norm,
+}
+# Norms that carry a bias when model.use_bias is set.
+NORMS_WITH_BIAS = ("layernorm",)
 
 
 class Norm(nn.Module):
-    """LayerNorm or RMSNorm, computed in float32 whatever the compute dtype."""
+    """model.norm by name, computed in float32 whatever the compute dtype."""
 
-    kind: str
-    eps: float
-    use_bias: bool
-    param_dtype: jnp.dtype
-    dtype: jnp.dtype
+    cfg: object  # the model section of the config
 
     @nn.compact
     def __call__(self, x):
-        d = x.shape[-1]
-        scale = logical_param(self, "scale", (d,), ("norm",), nn.initializers.ones, self.param_dtype)
-        x32 = x.astype(jnp.float32)
-        if self.kind == "layernorm":
-            mean = x32.mean(-1, keepdims=True)
-            x32 = x32 - mean
-        y = x32 * jax.lax.rsqrt((x32 * x32).mean(-1, keepdims=True) + self.eps)
-        y = y * scale.astype(jnp.float32)
-        if self.kind == "layernorm" and self.use_bias:
-            bias = logical_param(self, "bias", (d,), ("norm",), nn.initializers.zeros,
-                                 self.param_dtype)
+        c = self.cfg
+        d, param_dtype = x.shape[-1], jnp.dtype(c.param_dtype)
+        scale = logical_param(self, "scale", (d,), ("norm",), nn.initializers.ones, param_dtype)
+        y = NORMS[c.norm](x.astype(jnp.float32), c.norm_eps) * scale.astype(jnp.float32)
+        if c.norm in NORMS_WITH_BIAS and c.use_bias:
+            bias = logical_param(self, "bias", (d,), ("norm",), nn.initializers.zeros, param_dtype)
             y = y + bias.astype(jnp.float32)
-        return y.astype(self.dtype)
+        return y.astype(jnp.dtype(c.dtype))

@@ -1,35 +1,48 @@
-"""Feed-forward blocks: GELU MLP (GPT-2) and SwiGLU (LLaMA)."""
+"""Feed-forward blocks by name (model.mlp): GELU MLP (GPT-2) and SwiGLU (LLaMA).
+
+An entry of MLPS is a function (module, model cfg, x (B, T, D)) -> (B, T, D) that creates its
+parameters through `module`; a new variant is one entry.
+"""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lmjax.model.layers import Projection, constrain
+from lmjax.model.layers import Projection, constrain, out_init_std
+
+UP_AXES, DOWN_AXES = ("embed", "mlp"), ("mlp", "embed")
+
+
+def _proj(cfg, name, in_dim, out_dim, axes, std):
+    return Projection((in_dim,), (out_dim,), axes, cfg.use_bias, std, jnp.dtype(cfg.param_dtype),
+                      jnp.dtype(cfg.dtype), name=name)
+
+
+def gelu_mlp(approximate: bool):
+    def apply(module, cfg, x_BxTxD):
+        h_BxTxF = _proj(cfg, "fc_in", cfg.d_model, cfg.d_ff, UP_AXES, cfg.init_std)(x_BxTxD)
+        h_BxTxF = jax.nn.gelu(h_BxTxF, approximate=approximate)
+        h_BxTxF = constrain(h_BxTxF, ("batch", "act_len", "act_mlp"))
+        return _proj(cfg, "fc_out", cfg.d_ff, cfg.d_model, DOWN_AXES, out_init_std(cfg))(h_BxTxF)
+    return apply
+
+
+def swiglu_mlp(module, cfg, x_BxTxD):
+    gate = _proj(cfg, "gate", cfg.d_model, cfg.d_ff, UP_AXES, cfg.init_std)(x_BxTxD)
+    up = _proj(cfg, "up", cfg.d_model, cfg.d_ff, UP_AXES, cfg.init_std)(x_BxTxD)
+    h_BxTxF = constrain(jax.nn.silu(gate) * up, ("batch", "act_len", "act_mlp"))
+    return _proj(cfg, "down", cfg.d_ff, cfg.d_model, DOWN_AXES, out_init_std(cfg))(h_BxTxF)
+
+
+MLPS = {
+    "gelu": gelu_mlp(approximate=True),  # tanh approximation, as GPT-2
+    "gelu_exact": gelu_mlp(approximate=False),
+    "swiglu": swiglu_mlp,
+}
 
 
 class MLP(nn.Module):
-    d_model: int
-    d_ff: int
-    kind: str  # gelu (tanh approximation) | gelu_exact | swiglu
-    use_bias: bool
-    init_std: float
-    out_init_std: float
-    param_dtype: jnp.dtype
-    dtype: jnp.dtype
+    cfg: object  # the model section of the config
 
     @nn.compact
     def __call__(self, x_BxTxD):
-        def proj(name, in_dim, out_dim, axes, std):
-            return Projection((in_dim,), (out_dim,), axes, self.use_bias, std, self.param_dtype,
-                              self.dtype, name=name)
-
-        up_axes, down_axes = ("embed", "mlp"), ("mlp", "embed")
-        if self.kind == "swiglu":
-            gate = proj("gate", self.d_model, self.d_ff, up_axes, self.init_std)(x_BxTxD)
-            up = proj("up", self.d_model, self.d_ff, up_axes, self.init_std)(x_BxTxD)
-            h_BxTxF = jax.nn.silu(gate) * up
-        else:
-            h_BxTxF = proj("fc_in", self.d_model, self.d_ff, up_axes, self.init_std)(x_BxTxD)
-            h_BxTxF = jax.nn.gelu(h_BxTxF, approximate=self.kind == "gelu")
-        h_BxTxF = constrain(h_BxTxF, ("batch", "act_len", "act_mlp"))
-        name = "down" if self.kind == "swiglu" else "fc_out"
-        return proj(name, self.d_ff, self.d_model, down_axes, self.out_init_std)(h_BxTxF)
+        return MLPS[self.cfg.mlp](self, self.cfg, x_BxTxD)

@@ -3,15 +3,14 @@
 GPT-2 style (learned positions, LayerNorm, GELU, biases, tied head) and LLaMA style (RoPE,
 RMSNorm, SwiGLU, no biases, GQA, untied head) are config choices of this one module.
 """
-import math
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from lmjax.model.attention import Attention
-from lmjax.model.layers import Embed, Norm, Projection, constrain, logical_param
+from lmjax.model.layers import Embed, Norm, Projection, constrain
 from lmjax.model.mlp import MLP
+from lmjax.model.positions import POSITIONS
 
 
 class Block(nn.Module):
@@ -21,20 +20,9 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x_BxTxD, positions_BxT, segments_BxT):
         c = self.cfg
-        dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-        out_std = c.init_std / math.sqrt(2 * c.num_layers)
-
-        def norm(name):
-            return Norm(c.norm, c.norm_eps, c.use_bias, param_dtype, dtype, name=name)
-
-        attn = Attention(c.d_model, c.num_heads, c.num_kv_heads or c.num_heads,
-                         c.head_dim or c.d_model // c.num_heads, c.use_bias, c.positions,
-                         c.rope_theta, c.attention, c.attention_block, c.init_std, out_std,
-                         param_dtype, dtype, decode_len=self.decode_len, name="attn")
-        mlp = MLP(c.d_model, c.d_ff, c.mlp, c.use_bias, c.init_std, out_std, param_dtype, dtype,
-                  name="mlp")
-        x_BxTxD = x_BxTxD + attn(norm("attn_norm")(x_BxTxD), positions_BxT, segments_BxT)
-        x_BxTxD = x_BxTxD + mlp(norm("mlp_norm")(x_BxTxD))
+        attn = Attention(c, decode_len=self.decode_len, name="attn")
+        x_BxTxD = x_BxTxD + attn(Norm(c, name="attn_norm")(x_BxTxD), positions_BxT, segments_BxT)
+        x_BxTxD = x_BxTxD + MLP(c, name="mlp")(Norm(c, name="mlp_norm")(x_BxTxD))
         x_BxTxD = constrain(x_BxTxD, ("batch", "act_len", "act_embed"))
         return x_BxTxD, None
 
@@ -51,7 +39,7 @@ class Transformer(nn.Module):
     """tokens (B, T) -> logits (B, T, vocab), in float32."""
 
     cfg: object
-    decode_len: int = 0  # > 0: incremental decoding with a KV cache (lmjax.generate)
+    decode_len: int = 0  # > 0: incremental decoding with a KV cache (lmjax.infer.generate)
 
     @nn.compact
     def __call__(self, tokens_BxT, positions_BxT=None, segments_BxT=None):
@@ -60,12 +48,11 @@ class Transformer(nn.Module):
         B, T = tokens_BxT.shape
         if positions_BxT is None:
             positions_BxT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
-        embed = Embed(c.vocab_size, c.d_model, c.init_std, param_dtype, dtype, name="embed")
+        embed = Embed(c, name="embed")
         x_BxTxD = embed(tokens_BxT)
-        if c.positions == "learned":
-            table = logical_param(self, "pos_embed", (c.max_seq_len, c.d_model), (None, "embed"),
-                                  nn.initializers.normal(c.init_std), param_dtype)
-            x_BxTxD = x_BxTxD + jnp.take(table, positions_BxT, axis=0).astype(dtype)
+        add_positions = POSITIONS[c.positions].embed
+        if add_positions is not None:
+            x_BxTxD = x_BxTxD + add_positions(self, c, positions_BxT, dtype)
         x_BxTxD = constrain(x_BxTxD, ("batch", "act_len", "act_embed"))
 
         block = remat_block(c.remat_policy, c.scan_layers)
@@ -78,7 +65,7 @@ class Transformer(nn.Module):
             for i in range(c.num_layers):
                 x_BxTxD, _ = block(c, self.decode_len, name=f"layer_{i}")(x_BxTxD, positions_BxT, segments_BxT)
 
-        x_BxTxD = Norm(c.norm, c.norm_eps, c.use_bias, param_dtype, dtype, name="final_norm")(x_BxTxD)
+        x_BxTxD = Norm(c, name="final_norm")(x_BxTxD)
         if c.tie_embeddings:
             logits = embed.attend(x_BxTxD)
         else:

@@ -1,91 +1,18 @@
-"""The train and eval steps, and the loop that runs them: `lmjax-train` / `python -m lmjax.train`."""
-import json
+"""The training loop: `lmjax-train` / `python -m lmjax.train`."""
 import os
 import sys
 import time
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from etils import epath
 
-from lmjax import checkpoint, config as config_lib, metrics as metrics_lib, preemption, sharding
-from lmjax import state as state_lib
+from lmjax import io, validation
 from lmjax.data import make_data
-from lmjax.model import build_model, flops_per_token
-from lmjax.optim import make_optimizer, schedule
-
-
-def cross_entropy(logits_BxTxV, targets_BxT, weights_BxT=None):
-    """Mean next-token loss in nats; (sum, count) so eval can average over batches exactly."""
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT)
-    if weights_BxT is None:
-        weights_BxT = jnp.ones_like(losses)
-    return (losses * weights_BxT).sum(), weights_BxT.sum()
-
-
-def model_inputs(batch, mask_documents: bool):
-    if mask_documents and "segment_ids" in batch:
-        return batch["inputs"], batch.get("positions"), batch["segment_ids"]
-    return batch["inputs"], None, None
-
-
-def make_train_step(model, tx, cfg):
-    accum = cfg.optim.grad_accum_steps
-    lr_schedule = schedule(cfg.optim, cfg.train.steps)
-    mask_documents = cfg.model.mask_documents
-
-    def summed_loss(params, batch):
-        logits = model.apply({"params": params}, *model_inputs(batch, mask_documents))
-        total, count = cross_entropy(logits, batch["targets"], batch.get("weights"))
-        return total, count.astype(jnp.float32)
-
-    def loss_fn(params, batch):
-        total, count = summed_loss(params, batch)
-        return total / count
-
-    def grads_of(params, batch):
-        if accum == 1:
-            return jax.value_and_grad(loss_fn)(params, batch)
-        # Microbatches run one after another. Summed losses and gradients are divided by the
-        # whole batch's token count at the end, so the update equals one big batch's even when
-        # microbatches count different numbers of tokens (weights).
-        micro = jax.tree.map(lambda x: x.reshape((accum, -1) + x.shape[1:]), batch)
-
-        def body(carry, microbatch):
-            (total, count), grads = jax.value_and_grad(summed_loss, has_aux=True)(params,
-                                                                                   microbatch)
-            return jax.tree.map(jnp.add, carry, (total, count, grads)), None
-
-        zeros = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
-                 jax.tree.map(jnp.zeros_like, params))
-        (total, count, grads), _ = jax.lax.scan(body, zeros, micro)
-        return total / count, jax.tree.map(lambda g: g / count, grads)
-
-    def train_step(state, batch):
-        loss, grads = grads_of(state.params, batch)
-        grad_norm = optax.tree.norm(grads)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        # A non-finite step never reaches the parameters: keep the old ones, report it.
-        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-        new_state = state_lib.TrainState(step=state.step + 1, params=keep(params, state.params),
-                                         opt_state=keep(opt_state, state.opt_state))
-        metrics = {"train_loss": loss, "grad_norm": grad_norm,
-                   "learning_rate": lr_schedule(state.step), "finite": finite}
-        return new_state, metrics
-
-    return train_step
-
-
-def make_eval_step(model, cfg):
-    def eval_step(params, batch):
-        logits = model.apply({"params": params}, *model_inputs(batch, cfg.model.mask_documents))
-        return cross_entropy(logits, batch["targets"], batch.get("weights"))
-    return eval_step
+from lmjax.model import flops_per_token
+from lmjax.parallel import mesh as mesh_lib, shardings
+from lmjax.train import checkpoint, metrics as metrics_lib, mfu, preemption, state as state_lib
+from lmjax.train import step as step_lib
 
 
 class NonFiniteError(RuntimeError):
@@ -98,25 +25,17 @@ class Trainer:
     def __init__(self, cfg, workdir: str):
         self.cfg, self.workdir = cfg, workdir
         self.is_main = jax.process_index() == 0
-        self.mesh = sharding.make_mesh(cfg)
-        self.rules = sharding.rules(cfg)
-        self.model = build_model(cfg.model)
-        self.tx = make_optimizer(cfg)
+        self.mesh = mesh_lib.make_mesh(cfg)
+        self.step = step_lib.build(cfg, self.mesh)
+        self.model, self.tx = self.step.model, self.step.tx
+        self.state_sh, self.batch_sh = self.step.state_shardings, self.step.batch_sharding
+        self.train_step, self.eval_step = self.step.train_step, self.step.eval_step
         epath.Path(workdir).mkdir(parents=True, exist_ok=True)
         self.data = make_data(cfg, workdir, jax.process_index(), jax.process_count())
-        with self.mesh_context():
-            self.state_sh = state_lib.state_shardings(self.model, self.tx, cfg, self.mesh,
-                                                      self.rules)
-            self.batch_sh = sharding.batch_sharding(self.mesh, self.rules)
-            self.train_step = jax.jit(make_train_step(self.model, self.tx, cfg),
-                                      in_shardings=(self.state_sh, self.batch_sh),
-                                      out_shardings=(self.state_sh, None), donate_argnums=0)
-            self.eval_step = jax.jit(make_eval_step(self.model, cfg),
-                                     in_shardings=(self.state_sh.params, self.batch_sh))
         self.manager = checkpoint.make_manager(workdir, cfg.train)
 
     def mesh_context(self):
-        return _MeshContext(self.mesh, self.rules)
+        return self.step.context()
 
     def log(self, message: str):
         if self.is_main:
@@ -125,16 +44,15 @@ class Trainer:
     def init_or_restore(self):
         """The newest readable checkpoint, read onto this mesh, or a fresh init at step 0."""
         with self.mesh_context():
-            abstract = state_lib.abstract_state(self.model, self.tx, self.cfg, self.state_sh)
+            abstract = self.step.abstract_state()
             found = checkpoint.restore_latest(self.manager, abstract, warn=self.warn)
             if found is None:
                 params = None
                 if self.cfg.init_from:  # fine-tuning: only a run with no checkpoint yet
                     from lmjax.hf.init_from import initial_params
-                    params = initial_params(self.cfg, self.mesh, self.rules,
+                    params = initial_params(self.cfg, self.mesh, self.step.rules,
                                             self.state_sh.params, self.data.tokenizer, self.log)
-                return state_lib.init_state(self.model, self.tx, self.cfg, self.state_sh,
-                                           params=params), 0
+                return self.step.init_state(params), 0
         latest, state, data_item = found
         where = self.manager.directory / str(latest)
         self.data.train.set_state(checkpoint.local_data_state(data_item, str(where)))
@@ -148,17 +66,17 @@ class Trainer:
     def evaluate(self, params) -> float:
         total, count = 0.0, 0.0
         for batch in self.data.eval_batches():
-            s, c = self.eval_step(params, sharding.global_batch(batch, self.batch_sh))
+            s, c = self.eval_step(params, shardings.global_batch(batch, self.batch_sh))
             total, count = total + float(s), count + float(c)
         return total / max(count, 1.0)
 
     def describe(self, state, compiled, compile_s: float):
         params = state.params
         n = state_lib.count_params(params)
-        per_device = sharding.bytes_per_device(params)
-        opt_bytes = sharding.bytes_per_device(state.opt_state)
+        per_device = shardings.bytes_per_device(params)
+        opt_bytes = shardings.bytes_per_device(state.opt_state)
         mem = compiled.memory_analysis()
-        lines = [f"mesh: {sharding.describe(self.mesh)} over {jax.device_count()} "
+        lines = [f"mesh: {mesh_lib.describe(self.mesh)} over {jax.device_count()} "
                  f"{jax.devices()[0].platform} device(s), {jax.process_count()} process(es)",
                  f"params: {n:,} ({per_device / 2**20:.1f} MiB/device), optimizer state "
                  f"{opt_bytes / 2**20:.1f} MiB/device",
@@ -178,19 +96,19 @@ class Trainer:
             # A finished run: its metrics, summary, plot and sample stay exactly as they are.
             self.log(f"step {start} already reaches train.steps={t.steps}; nothing to do")
             return _previous_summary(self.workdir, start)
-        writer = metrics_lib.MetricsWriter(self.workdir, self.is_main, cfg.metrics.tensorboard)
+        writer = metrics_lib.MetricsWriter(cfg, self.workdir, self.is_main)
         writer.truncate_after(start)
         if self.is_main:
-            _write(self.workdir, "config.json",
-                   json.dumps(checkpoint.dump_config(cfg.to_dict()), indent=1))
+            io.write_json(epath.Path(self.workdir) / "config.json",
+                          checkpoint.dump_config(cfg.to_dict()))
 
         tokens_per_step = t.batch_size * t.seq_len
         flops = flops_per_token(cfg.model, t.seq_len, state_lib.matmul_params(state.params))
-        peak, peak_source = metrics_lib.peak_flops_per_device(cfg.metrics.peak_flops_per_device)
+        peak, peak_source = mfu.peak_flops_per_device(cfg.metrics.peak_flops_per_device)
         self.log(f"MFU is relative to {peak / 1e12:.3f} TFLOP/s per device ({peak_source}); "
                  f"{flops / 1e6:.2f} MFLOPs per token")
 
-        batch = sharding.global_batch(next(self.data.train), self.batch_sh)
+        batch = shardings.global_batch(next(self.data.train), self.batch_sh)
         with self.mesh_context():
             t0 = time.perf_counter()
             compiled = self.train_step.lower(state, batch).compile()
@@ -203,7 +121,7 @@ class Trainer:
         with self.mesh_context(), preemption.PreemptionWatch() as watch:
             while step < t.steps:
                 if step > start:
-                    batch = sharding.global_batch(next(self.data.train), self.batch_sh)
+                    batch = shardings.global_batch(next(self.data.train), self.batch_sh)
                 state, step_metrics = compiled(state, batch)
                 step += 1
                 pending.append(step_metrics)
@@ -267,23 +185,6 @@ class Trainer:
         return summary
 
 
-class _MeshContext:
-    """The mesh and the logical rules in force while tracing, so constraints resolve."""
-
-    def __init__(self, mesh, rules):
-        self.mesh, self.rules = mesh, rules
-
-    def __enter__(self):
-        self._mesh = jax.set_mesh(self.mesh)
-        self._mesh.__enter__()
-        self._rules = nn.logical_axis_rules(self.rules)
-        self._rules.__enter__()
-
-    def __exit__(self, *exc):
-        self._rules.__exit__(*exc)
-        self._mesh.__exit__(*exc)
-
-
 def _progress(start, total, enabled):
     from tqdm import tqdm
     return tqdm(total=total, initial=start, disable=not enabled, unit="step", dynamic_ncols=True,
@@ -294,29 +195,32 @@ def finish(trainer: Trainer, summary: dict):
     """What a person looks at after a run: a sample, the loss curve, summary.json."""
     cfg, workdir = trainer.cfg, trainer.workdir
     if cfg.train.sample_tokens > 0:
-        from lmjax.generate import Generator, Sampling, generate_text
+        from lmjax.infer.generate import Generator, Sampling, generate_text
         # Every process takes part: the parameters may be sharded across all of them.
         generator = Generator(cfg, trainer.state.params, trainer.mesh)
         text = generate_text(generator, trainer.data.tokenizer, [cfg.train.sample_prompt],
                              cfg.train.sample_tokens, Sampling(temperature=0.8), cfg.seed)[0]
         if trainer.is_main:
             print("--- sample ---\n" + text + "\n--------------")
-            _write(workdir, "sample.txt", text)
+            io.write_text(epath.Path(workdir) / "sample.txt", text)
     if not trainer.is_main:
         return
-    from lmjax.plot import plot_runs
+    from lmjax.study.plot import plot_runs
     plot = str(epath.Path(workdir) / "loss.png")
     plot_runs([workdir], plot, title=os.path.basename(os.path.normpath(workdir)))
-    _write(workdir, "summary.json", json.dumps(summary, indent=1))
+    io.write_json(epath.Path(workdir) / "summary.json", summary)
     print(f"done: step {summary['step']}, train loss {summary['train_loss']:.4f}, eval loss "
           f"{summary['eval_loss']:.4f}; curves in {plot}")
 
 
 def train(cfg, workdir: str) -> dict:
-    if cfg.init_from:
-        from lmjax.hf.init_from import adopt_architecture
-        adopt_architecture(cfg, log=print if jax.process_index() == 0 else lambda _: None)
-    config_lib.validate(cfg, jax.device_count())
+    """Checks the config (adopting an init_from architecture first), then trains it."""
+    validation.prepare(cfg, jax.device_count())
+    return run(cfg, workdir)
+
+
+def run(cfg, workdir: str) -> dict:
+    """Trains a config that lmjax.validation.prepare has already checked."""
     trainer = Trainer(cfg, workdir)
     summary = trainer.run()
     if not trainer.already_finished:
@@ -324,21 +228,8 @@ def train(cfg, workdir: str) -> dict:
     return summary
 
 
-def _write(workdir: str, name: str, text: str):
-    """Writes WORKDIR/name whole or not at all; works for local and gs:// workdirs."""
-    path = epath.Path(workdir) / name
-    tmp = path.parent / (name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def _previous_summary(workdir: str, step: int) -> dict:
     path = epath.Path(workdir) / "summary.json"
     if not path.exists():
         return {"step": step}
-    return json.loads(path.read_text())
-
-
-if __name__ == "__main__":
-    from lmjax.main import train_main
-    train_main()
+    return io.read_json(path)

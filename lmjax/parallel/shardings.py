@@ -1,27 +1,10 @@
-"""Device mesh from the config, logical->mesh rules, and shardings for state and batches."""
+"""Logical->mesh rules from the config, and the shardings of state and batches."""
 import math
 
 import flax.linen as nn
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
-from lmjax.config import mesh_shape
-
-MESH_AXES = ("data", "fsdp", "tensor")
-
-
-def make_mesh(cfg, devices=None) -> Mesh:
-    """A (data, fsdp, tensor) mesh over all devices; one CPU is a 1x1x1 mesh, the same code path."""
-    devices = jax.devices() if devices is None else devices
-    sizes = mesh_shape(cfg, len(devices))
-    shape = tuple(sizes[a] for a in MESH_AXES)
-    auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
-    try:
-        # Places neighbouring devices on the same axis where the hardware topology allows.
-        return jax.make_mesh(shape, MESH_AXES, axis_types=auto, devices=devices)
-    except (ValueError, NotImplementedError, AssertionError):
-        return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=auto)
 
 
 def rules(cfg):
@@ -48,10 +31,6 @@ def global_batch(host_batch: dict, sharding: NamedSharding) -> dict:
     """Host-local numpy rows -> one global jax.Array per field, sharded over data x fsdp."""
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
             for k, v in host_batch.items()}
-
-
-def describe(mesh: Mesh) -> str:
-    return " x ".join(f"{name}={size}" for name, size in mesh.shape.items())
 
 
 def bytes_per_device(tree) -> int:

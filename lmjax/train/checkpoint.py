@@ -45,8 +45,8 @@ def make_manager(workdir: str, train_cfg=None, read_only: bool = False,
                  timeout_s: int = 1200) -> ocp.CheckpointManager:
     """The run's manager: keep the last `keep_checkpoints` steps and every `keep_every`-th.
 
-    Saves are asynchronous; the loop decides when to save (see `should_save`), so the manager
-    never second-guesses a step it is handed.
+    Saves are asynchronous; the loop decides when to save, so the manager never second-guesses
+    a step it is handed.
     """
     keep = []
     if train_cfg is not None:
@@ -76,11 +76,6 @@ def _handler_registry():
         registry.add(item, ocp.args.JsonSave, ocp.JsonCheckpointHandler)
         registry.add(item, ocp.args.JsonRestore, ocp.JsonCheckpointHandler)
     return registry
-
-
-def should_save(step: int, total_steps: int, every: int) -> bool:
-    """Every `every` steps and always at the end (preemption saves are decided by the loop)."""
-    return step % every == 0 or step == total_steps
 
 
 def all_finite(tree) -> bool:

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lmjax import sharding
+from lmjax.parallel import shardings as sharding
 
 
 @flax.struct.dataclass

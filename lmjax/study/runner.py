@@ -77,7 +77,7 @@ def _fmt(value):
 
 def write_results(points: list[Point], root: str) -> None:
     """ROOT/results.csv (one row per point) and ROOT/results.png, replaced atomically."""
-    from lmjax import plot
+    from lmjax.study import plot
     fields = list(dict.fromkeys(f for p in points for f in p.overrides))
     header = ["name", *fields, "status", *RESULT_KEYS, "error"]
     buffer = io.StringIO()

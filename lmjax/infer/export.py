@@ -11,9 +11,12 @@ import jax
 import orbax.checkpoint as ocp
 
 import lmjax
-from lmjax import checkpoint, config as config_lib, sharding
-from lmjax import restore
-from lmjax import state as state_lib
+from lmjax.train import checkpoint
+from lmjax import config as config_lib
+from lmjax.parallel import mesh as mesh_lib
+from lmjax.parallel import shardings as sharding
+from lmjax.infer import restore
+from lmjax.train import state as state_lib
 from lmjax.errors import UsageError
 
 
@@ -32,7 +35,7 @@ def export(workdir: str, output: str, step: int | None = None, log=print) -> dic
     cfg = restore.load_config(workdir)
     tokenizer_from = restore.tokenizer_dir(cfg, workdir)
     try:  # shard as in training when the devices allow it, else replicate
-        config_lib.mesh_shape(cfg, jax.device_count())
+        mesh_lib.mesh_shape(cfg, jax.device_count())
     except config_lib.ConfigError:
         with cfg.unlocked():
             cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = -1, 1, 1
@@ -47,7 +50,7 @@ def export(workdir: str, output: str, step: int | None = None, log=print) -> dic
         checkpointer.wait_until_finished()
     info = {"step": int(step), "source": os.path.abspath(workdir),
             "lmjax_version": lmjax.__version__, "num_params": state_lib.count_params(params),
-            "mesh": sharding.describe(sharding.make_mesh(cfg))}
+            "mesh": mesh_lib.describe(mesh_lib.make_mesh(cfg))}
     if jax.process_index() == 0:
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(checkpoint.dump_config(cfg.to_dict()), f, indent=1)

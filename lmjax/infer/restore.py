@@ -15,12 +15,16 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
-from lmjax import checkpoint, config as config_lib, sharding
-from lmjax import state as state_lib
-from lmjax.data.tokenizer import TOKENIZER_FILE, Tokenizer, load_tokenizer
+from lmjax.train import checkpoint
+from lmjax import config as config_lib
+from lmjax.parallel import mesh as mesh_lib
+from lmjax.parallel import shardings as sharding
+from lmjax.train import state as state_lib
+from lmjax.data.tokenizer import TOKENIZER_FILE, Tokenizer
+from lmjax.data.tokenizers import load_tokenizer
 from lmjax.errors import UsageError
 from lmjax.model import build_model
-from lmjax.optim import make_optimizer
+from lmjax.train.optim import make_optimizer
 
 EXPORT_FILE = "export.json"
 PARAMS_DIR = "params"
@@ -62,8 +66,8 @@ def _inference_setup(cfg):
     # Inference replicates parameters over whatever devices are here, whatever mesh trained them.
     with cfg.unlocked():
         cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = -1, 1, 1
-    model, tx = build_model(cfg.model), make_optimizer(cfg)
-    mesh = sharding.make_mesh(cfg)
+    model, (tx, _) = build_model(cfg.model), make_optimizer(cfg)
+    mesh = mesh_lib.make_mesh(cfg)
     return model, tx, mesh, sharding.rules(cfg)
 
 
@@ -81,8 +85,8 @@ def pick_step(steps, step, where: str) -> int:
 def load_train_state(workdir: str, step: int | None = None, cfg=None, mesh=None):
     """(cfg, step, TrainState) of a training workdir's checkpoint, sharded as cfg.mesh says."""
     cfg = cfg or load_config(workdir)
-    model, tx = build_model(cfg.model), make_optimizer(cfg)
-    mesh = mesh or sharding.make_mesh(cfg)
+    model, (tx, _) = build_model(cfg.model), make_optimizer(cfg)
+    mesh = mesh or mesh_lib.make_mesh(cfg)
     manager = checkpoint.make_manager(workdir, read_only=True)
     try:
         step = pick_step(manager.all_steps(), step, workdir)

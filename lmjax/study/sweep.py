@@ -19,11 +19,11 @@ import os
 import re
 import sys
 
-from lmjax import config as config_lib
+from lmjax import config as config_lib, validation
 from lmjax.cli import ArgumentParser
-from lmjax.config import ConfigError
+from lmjax.errors import ConfigError
 from lmjax.errors import UsageError
-from lmjax.sweep_runner import Point, run_points
+from lmjax.study.runner import Point, run_points
 
 _NAME_MAX = 120
 
@@ -138,7 +138,7 @@ def plan(spec: str, root: str, common: dict, num_devices: int, only: str = "",
                 checked = copy.deepcopy(cfg)
                 with checked.unlocked():
                     checked.data.path = ""
-            config_lib.validate(checked, num_devices)
+            validation.validate(checked, num_devices)
         except ConfigError as e:
             raise ConfigError(f"sweep point {i} ({name}): {e}") from None
         typed = {}

@@ -18,7 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from lmjax import sharding
+from lmjax.parallel import mesh as mesh_lib
+from lmjax.parallel import shardings as sharding
+from lmjax.parallel.context import context
 from lmjax.errors import UsageError
 from lmjax.model.transformer import Transformer
 
@@ -82,7 +84,7 @@ class Generator:
 
     def __init__(self, cfg, params, mesh=None):
         self.cfg, self.params = cfg, params
-        self.mesh = mesh if mesh is not None else sharding.make_mesh(cfg)
+        self.mesh = mesh if mesh is not None else mesh_lib.make_mesh(cfg)
         self.rules = sharding.rules(cfg)
         # Decoding never needs rematerialisation; the parameter tree is the same either way.
         model_cfg = cfg.model.copy_and_resolve_references()
@@ -90,12 +92,11 @@ class Generator:
             model_cfg.remat_policy = "none"
         self.model_cfg = model_cfg
         self.batch_sh = sharding.batch_sharding(self.mesh, self.rules)
-        self.batch_shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        self.batch_shards = mesh_lib.batch_shards(self.mesh)
         self._compiled = {}
 
     def _context(self):
-        from lmjax.train import _MeshContext
-        return _MeshContext(self.mesh, self.rules)
+        return context(self.mesh, self.rules)
 
     def _functions(self, cache_len: int, sampling: Sampling):
         key = (cache_len, sampling)

@@ -1,0 +1,40 @@
+"""Small file helpers for local and object-store (gs://) paths: whole-or-nothing writes, reads."""
+import json
+import os
+
+from etils import epath
+
+
+def is_remote(path) -> bool:
+    """Object stores (gs://, s3://) have no directories, appends or atomic renames of folders."""
+    return "://" in str(path)
+
+
+def write_text(path, text: str) -> None:
+    """Writes `path` whole or not at all: a temporary file beside it, then a rename."""
+    path = epath.Path(path)
+    tmp = path.parent / (path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_json(path, payload, indent: int | None = 1) -> None:
+    write_text(path, json.dumps(payload, indent=indent) + ("\n" if indent is not None else ""))
+
+
+def read_json(path):
+    return json.loads(epath.Path(path).read_text())
+
+
+def move_aside(source, target_dir) -> str:
+    """Moves a file or directory into target_dir (created if needed); works on gs:// as well."""
+    source, target_dir = epath.Path(source), epath.Path(target_dir)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / source.name
+    if is_remote(source):
+        # Object stores cannot rename a prefix: copy every object, then delete the originals.
+        source.copytree(target, dirs_exist_ok=True) if source.is_dir() else source.copy(target)
+        source.rmtree() if source.is_dir() else source.unlink()
+    else:
+        os.replace(os.fspath(source), os.fspath(target))
+    return str(target)

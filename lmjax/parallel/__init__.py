@@ -1,0 +1,1 @@
+"""Devices: the mesh from the config, logical->mesh rules, shardings, jax.distributed."""

@@ -1,0 +1,1 @@
+"""Training: the step (loss, grads, update), the loop, the optimizer, checkpoints, metrics."""
