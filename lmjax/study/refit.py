@@ -1,4 +1,4 @@
-"""Refits a scaling study from its results.csv and redraws its figures, running nothing.
+"""Refits a scaling study from its results.csv and redraws its figures, running nothing:
 
     lmjax-scaling --results=DIR/results.csv [--curves=DIR/curves.csv] [--out=DIR]
                   [--samples=200] [--params=num_params] [--loss=eval_loss]
@@ -13,7 +13,6 @@ import sys
 
 import numpy as np
 
-from lmjax.cli import ArgumentParser
 from lmjax.errors import UsageError
 from lmjax.study import analysis as analysis_lib, figures
 
@@ -55,16 +54,8 @@ def refit(results_csv: str, out_dir: str, curves_csv: str = "", samples: int = 2
     return analysis
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--results", required=True, help="a scaling study's results.csv")
-    parser.add_argument("--curves", default="", help="its curves.csv (default: beside it)")
-    parser.add_argument("--out", default="", help="output directory (default: beside it)")
-    parser.add_argument("--samples", type=int, default=200, help="bootstrap resamples")
-    parser.add_argument("--params", default="num_params", help="the column holding N")
-    parser.add_argument("--loss", default="eval_loss", help="the column holding the loss")
-
-
 def run(args) -> int:
+    """lmjax-scaling --results=...: args.results, curves, out, samples, params, loss."""
     if args.samples < 10:
         print(f"error: --samples={args.samples}: use at least 10 bootstrap resamples",
               file=sys.stderr)
@@ -77,13 +68,3 @@ def run(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
-
-
-def main(argv=None) -> int:
-    parser = ArgumentParser(prog="lmjax-scaling", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
