@@ -40,6 +40,7 @@ setup(
         "tqdm>=4.66,<5",
         "matplotlib>=3.8,<4",
         "safetensors>=0.4,<1",
+        "scipy>=1.11,<2",  # L-BFGS-B for the scaling-law fits
     ],
     extras_require={
         "test": [

@@ -51,6 +51,11 @@ def base_config() -> ml_collections.ConfigDict:
     t.seq_len = 128
     t.eval_every = 250
     t.eval_steps = 20
+    # lm-eval tasks scored during training (lmjax/eval_tasks), comma separated; NAME:N caps one
+    # task at N examples. Logged as task/<name>/<metric> every eval_tasks_every steps (0 =
+    # at every eval_every) and at the last step.
+    t.eval_tasks = ""
+    t.eval_tasks_every = 0
     t.log_every = 10
     t.checkpoint_every = 500
     t.keep_checkpoints = 2  # recent checkpoints kept; older ones are deleted

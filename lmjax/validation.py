@@ -48,6 +48,12 @@ def validate(cfg, num_devices: int | None = None):
         _positive(cfg, field)
     if t.eval_steps < 0:
         raise ConfigError(f"train.eval_steps={t.eval_steps}: must be >= 0 (0 = no eval)")
+    if t.eval_tasks_every < 0:
+        raise ConfigError(f"train.eval_tasks_every={t.eval_tasks_every}: must be >= 0 (0 = at "
+                          "every train.eval_every)")
+    if t.eval_tasks:
+        from lmjax.train import task_evals
+        task_evals.check(cfg)
     if o.warmup_steps < 0:
         raise ConfigError(f"optim.warmup_steps={o.warmup_steps}: must be >= 0")
     if o.min_lr < 0 or o.min_lr > o.lr:

@@ -10,6 +10,9 @@ domain), with --seed=0. Paragraphs are blank-line separated; their whitespace is
                                 which of four sentences follows (ARC's format, HellaSwag's idea)
   rolling_time_machine.jsonl    {"text"}: whole paragraphs for perplexity
   arithmetic.jsonl              {"question", "answer"}: "17 + 25 =" -> "42", made from the seed
+  cloze_shakespeare.jsonl       {"text"}: speeches from the last tenth of lmjax/data's Tiny
+                                Shakespeare (the part lmjax-prepare holds out for eval), in its
+                                own characters, so character-level models can score them
 """
 import argparse
 import json
@@ -70,6 +73,11 @@ def arithmetic(rng, count=40):
     return out
 
 
+def shakespeare_paragraphs(text: str) -> list[str]:
+    held_out = text[int(len(text) * 0.9):]
+    return [" ".join(p.split()) for p in held_out.split("\n\n")[1:] if p.strip()]
+
+
 def write(path, rows):
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
@@ -92,6 +100,11 @@ def main(argv=None):
     write(os.path.join(args.out, "rolling_time_machine.jsonl"),
           rolling(paras, random.Random(args.seed)))
     write(os.path.join(args.out, "arithmetic.jsonl"), arithmetic(random.Random(args.seed)))
+    with open(os.path.join(os.path.dirname(HERE), "data", "tinyshakespeare.txt"),
+              encoding="utf-8") as f:
+        speeches = shakespeare_paragraphs(f.read())
+    write(os.path.join(args.out, "cloze_shakespeare.jsonl"),
+          cloze(speeches, random.Random(args.seed)))
 
 
 if __name__ == "__main__":

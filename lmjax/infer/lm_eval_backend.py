@@ -88,6 +88,11 @@ class LmjaxLM(TemplateLM):
         self.generator = Generator(run.cfg, run.params, self.scorer.mesh)
         self.truncated = {"loglikelihood": 0, "generate_until": 0}
 
+    def set_params(self, params, step=None):
+        """New parameters of the same model (training-time evals), compiled functions kept."""
+        self.scorer.params = self.generator.params = self.run.params = params
+        self.run.step = step
+
     # -- what lm-eval asks of a model ------------------------------------------------------
     @property
     def eot_token_id(self) -> int:
@@ -95,8 +100,11 @@ class LmjaxLM(TemplateLM):
 
     @property
     def prefix_token_id(self) -> int:
-        bos = self.tokenizer_.bos_id
-        return bos if bos >= 0 else self.tokenizer_.eos_id
+        for token in (self.tokenizer_.bos_id, self.tokenizer_.eos_id):
+            if token >= 0:
+                return token
+        raise UsageError(f"the {self.tokenizer_.kind} tokenizer has no BOS or EOS token to lead "
+                         "an empty context or a rolling window; use tasks with contexts")
 
     @property
     def max_length(self) -> int:
