@@ -47,6 +47,8 @@ class Trainer:
         with self.mesh_context():
             abstract = self.step.abstract_state()
             found = checkpoint.restore_latest(self.manager, abstract, warn=self.warn)
+            if found is None and self.cfg.init_from.startswith("checkpoint:"):
+                return self.branch(abstract)
             if found is None:
                 params = None
                 if self.cfg.init_from:  # fine-tuning: only a run with no checkpoint yet
@@ -59,6 +61,22 @@ class Trainer:
         self.data.train.set_state(checkpoint.local_data_state(data_item, str(where)))
         self.log(f"resumed from step {latest} ({where})")
         return state, latest
+
+    def branch(self, abstract):
+        """init_from=checkpoint:DIR@STEP on a run with no checkpoint of its own: DIR's whole
+        train state and data position at STEP, so the run continues that one exactly."""
+        from lmjax.hf.init_from import checkpoint_source
+        source_dir, step = checkpoint_source(self.cfg.init_from)
+        source = checkpoint.make_manager(source_dir, read_only=True)
+        try:
+            checkpoint.check_compatible(source, step, abstract)
+            state, data_item = checkpoint.restore_step(source, step, abstract)
+        finally:
+            source.close()
+        where = f"{checkpoint.checkpoint_dir(source_dir)}/{step}"
+        self.data.train.set_state(checkpoint.local_data_state(data_item, where))
+        self.log(f"branched from step {step} of {source_dir} ({where})")
+        return state, step
 
     def warn(self, message: str):
         if self.is_main:
