@@ -24,7 +24,7 @@ Machine), never windows of the training books. The largest D repeats the corpus 
       --workdir=runs/chinchilla_tiny --out=experiments/results/chinchilla_tiny
   lmjax-scaling --results=experiments/results/chinchilla_tiny/results.csv
 
-`:quick` runs the whole pipeline on sizes 1-3 and two budgets 30x smaller (9 runs, minutes);
+`:quick` runs the whole pipeline on sizes 1-3 and two budgets ~30x smaller (12 runs, minutes);
 `:lr` is the learning-rate sweep at the base size that chose LR below.
 
 Learning rate: LR = 3e-3 at every size (standard parametrization), from the `:lr` sweep at size 3
