@@ -36,6 +36,13 @@ def run_command(fn):
         # A NaN/Inf stop is the run's outcome, not a crash: one line, exit code 1.
         from lmjax.train.checkpoint import NonFiniteCheckpointError
         from lmjax.train.loop import NonFiniteError
+        from lmjax.train.barriers import BarrierTimeout
+        from lmjax.train.lock import LeaseLost
+        from lmjax.train.saves import SaveFailed
+        if isinstance(e, (BarrierTimeout, SaveFailed, LeaseLost)):
+            # Each process says what it saw: the one that timed out may not be process 0.
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            sys.exit(getattr(e, "exit_code", 1))
         if not isinstance(e, (NonFiniteError, NonFiniteCheckpointError)):
             raise
         say_once(f"error: {e}")

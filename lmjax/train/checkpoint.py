@@ -25,6 +25,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 import lmjax
 from lmjax.errors import UsageError
+from lmjax.train import barriers
 
 STATE, DATA, CONFIG = "state", "data", "config"
 ITEMS = (STATE, DATA, CONFIG)
@@ -42,13 +43,15 @@ def checkpoint_dir(workdir: str) -> str:
 
 
 def make_manager(workdir: str, train_cfg=None, read_only: bool = False,
-                 timeout_s: int = 1200) -> ocp.CheckpointManager:
+                 timeout_s: int | None = None) -> ocp.CheckpointManager:
     """The run's manager: keep the last `keep_checkpoints` steps and every `keep_every`-th.
 
     Saves are asynchronous; the loop decides when to save, so the manager never second-guesses
     a step it is handed.
     """
     keep = []
+    if timeout_s is None:  # the async commit is bounded like every other barrier
+        timeout_s = train_cfg.barrier_timeout_s if train_cfg is not None else 1200
     if train_cfg is not None:
         keep.append(policies.LatestN(n=max(1, train_cfg.keep_checkpoints)))
         if train_cfg.keep_every:
@@ -202,15 +205,9 @@ def _quarantine(manager, steps, reasons):
             shutil.move(source, target)
             with open(os.path.join(target, "WHY.txt"), "w") as f:
                 f.write(reason + "\n")
-    _barrier("lmjax_quarantine")
+    barriers.barrier("lmjax_quarantine", "moving unreadable checkpoints aside")
     manager.reload()
     return target_root
-
-
-def _barrier(name: str):
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices(name)
 
 
 def restore_latest(manager, abstract_state, warn=print):
