@@ -77,3 +77,25 @@ def barrier(name: str, what: str, step: int | None = None, watchdog=None):
         if explained is None:
             raise
         raise explained from None
+
+
+def exchange(key: str, value: str, what: str, step: int | None = None, decode=str) -> list:
+    """Every process's `value` under `key`, in process order; bounded like `barrier`."""
+    import orbax.checkpoint as ocp
+    client = ocp.multihost.get_jax_distributed_client()
+    me = jax.process_index()
+    client.key_value_set(f"{key}/{me}", value, allow_overwrite=True)
+    values = []
+    for process in range(jax.process_count()):
+        try:
+            values.append(decode(client.blocking_key_value_get(f"{key}/{process}",
+                                                               timeout_s() * 1000)))
+        except Exception as e:  # the client raises XlaRuntimeError on its deadline
+            if explain(e, what, step) is None:
+                raise
+            raise BarrierTimeout(
+                f"{what}: process {process} never arrived within train.barrier_timeout_s="
+                f"{timeout_s()} s (this is process {me} of {jax.process_count()}); check that "
+                "process's log, then run the same command again to resume from the last "
+                "checkpoint") from None
+    return values

@@ -19,7 +19,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
@@ -89,18 +88,16 @@ def all_finite(tree) -> bool:
         leaves))
 
 
-def gather_data_states(local_state: dict) -> list:
-    """Every process's data iterator state, in process order, on every process."""
+def gather_data_states(local_state: dict, step: int = 0) -> list:
+    """Every process's data iterator state, in process order, on every process.
+
+    Exchanged through the distributed key-value store, so a process that never arrives ends
+    the wait after train.barrier_timeout_s with its number, instead of hanging a collective.
+    """
     if jax.process_count() == 1:
         return [local_state]
-    from jax.experimental import multihost_utils
-    encoded = np.frombuffer(json.dumps(local_state).encode(), dtype=np.uint8)
-    lengths = multihost_utils.process_allgather(np.asarray([encoded.size], np.int32))
-    padded = np.zeros(int(np.max(lengths)), np.uint8)
-    padded[:encoded.size] = encoded
-    gathered = multihost_utils.process_allgather(padded)
-    return [json.loads(bytes(row[:int(n)]).decode())
-            for row, n in zip(np.asarray(gathered), np.asarray(lengths).reshape(-1))]
+    return barriers.exchange(f"lmjax_data_state/{step}", json.dumps(local_state),
+                             f"checkpoint save of step {step}", step, decode=json.loads)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, data_state: dict, config: dict,
@@ -114,7 +111,7 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_state: dict, con
         raise NonFiniteCheckpointError(
             f"the train state at step {step} holds NaN or Inf values; no checkpoint was written "
             "(the newest good one is kept). Lower optim.lr or check the initial parameters")
-    states = gather_data_states(data_state)
+    states = gather_data_states(data_state, step)
     metadata = {"step": int(step), "tokens_seen": int(tokens_seen), "wall_time": time.time(),
                 "lmjax_version": lmjax.__version__, "process_count": jax.process_count()}
     return manager.save(step, args=ocp.args.Composite(**{

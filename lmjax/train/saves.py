@@ -93,7 +93,7 @@ class Saves:
         with self.phase("checkpoint"):
             try:
                 checkpoint.save(self.manager, step, state, data_state, config, tokens_seen)
-            except checkpoint.NonFiniteCheckpointError:
+            except (checkpoint.NonFiniteCheckpointError, barriers.BarrierTimeout):
                 raise
             except Exception as e:  # orbax and tensorstore raise many types for a failed write
                 self._failed(step, state_bytes(state), e)
