@@ -132,6 +132,29 @@ def plot_goodput(workdirs, out: str, title: str = "") -> None:
     _save(fig, out)
 
 
+def plot_tasks(workdir: str, out: str) -> bool:
+    """loss.png's companion: every task/<name>/<metric> of metrics.jsonl against step."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    records = read_metrics(workdir)
+    keys = sorted({k for r in records for k in r if k.startswith("task/")})
+    if not keys:
+        return False
+    # One panel per metric: accuracies and perplexities do not share a scale.
+    fig, axes = plt.subplots(len(keys), 1, figsize=(8, 2.2 * len(keys) + 0.6), sharex=True,
+                             squeeze=False)
+    for ax, key in zip(axes[:, 0], keys):
+        xs, ys = _series(records, "step", key)
+        ax.plot(xs, ys, marker="o", markersize=3)
+        ax.set_ylabel(key[len("task/"):].replace("/", "\n"), fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("step")
+    axes[0, 0].set_title(f"{os.path.basename(os.path.normpath(workdir))}: lm-eval tasks")
+    _save(fig, out)
+    return True
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 

@@ -36,6 +36,10 @@ class Trainer:
         self.data = make_data(cfg, workdir, jax.process_index(), jax.process_count())
         self.manager = checkpoint.make_manager(workdir, cfg.train)
         self.guard.attach(self.manager)
+        self.task_evals = None
+        if cfg.train.eval_tasks:
+            from lmjax.train.task_evals import TaskEvals
+            self.task_evals = TaskEvals(cfg, self.model, self.mesh, self.data.tokenizer)
 
     def mesh_context(self):
         return self.step.context()
@@ -173,6 +177,9 @@ class Trainer:
                         progress.write(f"step {step}: eval loss {eval_loss:.4f}") \
                             if self.is_main else None
                     window_start = time.perf_counter()
+                if self.task_evals and self.task_evals.due(step, last) and not stop:
+                    writer.write(step, self.task_evals(state.params, step))
+                    window_start = time.perf_counter()
                 if saving:
                     self.guard.saves.save(step, state, self.data.train.get_state(),
                                           checkpoint.dump_config(cfg.to_dict()),
@@ -216,10 +223,12 @@ def finish(trainer: Trainer, summary: dict):
             io.write_text(epath.Path(workdir) / "sample.txt", text)
     if not trainer.is_main:
         return
-    from lmjax.study.plot import plot_runs
+    from lmjax.study.plot import plot_runs, plot_tasks
     plot = str(epath.Path(workdir) / "loss.png")
     plot_runs([workdir], plot, title=os.path.basename(os.path.normpath(workdir)))
     summary.update(trainer.guard.summary(summary["step"]))
+    if cfg.train.eval_tasks:
+        plot_tasks(workdir, str(epath.Path(workdir) / "tasks.png"))
     io.write_json(epath.Path(workdir) / "summary.json", summary)
     print(f"done: step {summary['step']}, train loss {summary['train_loss']:.4f}, eval loss "
           f"{summary['eval_loss']:.4f}; curves in {plot}")
