@@ -10,7 +10,11 @@ import json
 import math
 import os
 import sys
+from io import BytesIO
 
+from etils import epath
+
+from lmjax import io
 from lmjax.cli import ArgumentParser
 from lmjax.errors import UsageError
 
@@ -45,16 +49,13 @@ def _series(records, x_key, y_key):
 
 
 def _save(fig, path: str) -> None:
-    from etils import epath
     import matplotlib.pyplot as plt
     out = epath.Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    # Write next to the target and rename, so a reader never sees half a PNG.
-    tmp = out.parent / (out.name + ".tmp")
-    with tmp.open("wb") as f:
-        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-    tmp.replace(out)
+    buffer = BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+    io.write_bytes(out, buffer.getvalue())  # a reader never sees half a PNG
 
 
 def _labels(workdirs):

@@ -10,12 +10,13 @@ import re
 
 import jax
 
+from lmjax.errors import RunFailure
 from lmjax.train.watchdog import HANG_EXIT_CODE
 
 DEFAULT_TIMEOUT_S = 600
 
 
-class BarrierTimeout(RuntimeError):
+class BarrierTimeout(RunFailure):
     """A wait for every process ran out of time; re-running the job resumes from a checkpoint."""
 
     exit_code = HANG_EXIT_CODE

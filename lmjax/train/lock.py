@@ -27,13 +27,13 @@ import time
 from etils import epath
 
 from lmjax import io
-from lmjax.errors import UsageError
+from lmjax.errors import RunFailure, UsageError
 
 LOCK_FILE = "lmjax.lock"
 LEASE_S = 120.0
 
 
-class LeaseLost(RuntimeError):
+class LeaseLost(RunFailure):
     """Another run took over this run's lease on an object-store workdir."""
 
 

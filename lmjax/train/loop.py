@@ -8,16 +8,13 @@ import numpy as np
 from etils import epath
 
 from lmjax import io, validation
+from lmjax.errors import NonFiniteError
 from lmjax.data import make_data
 from lmjax.model import flops_per_token
 from lmjax.parallel import mesh as mesh_lib, shardings
 from lmjax.train import checkpoint, metrics as metrics_lib, mfu, preemption, state as state_lib
 from lmjax.train import guard as guard_lib
 from lmjax.train import step as step_lib
-
-
-class NonFiniteError(RuntimeError):
-    pass
 
 
 class Trainer:
@@ -54,6 +51,8 @@ class Trainer:
             abstract = self.step.abstract_state()
             with self.guard.phase("restore"):
                 found = checkpoint.restore_latest(self.manager, abstract, warn=self.warn)
+            if found is None and self.cfg.init_from.startswith("checkpoint:"):
+                return self.branch(abstract)
             if found is None:
                 params = None
                 if self.cfg.init_from:  # fine-tuning: only a run with no checkpoint yet
@@ -66,6 +65,22 @@ class Trainer:
         self.data.train.set_state(checkpoint.local_data_state(data_item, str(where)))
         self.log(f"resumed from step {latest} ({where})")
         return state, latest
+
+    def branch(self, abstract):
+        """init_from=checkpoint:DIR@STEP on a run with no checkpoint of its own: DIR's whole
+        train state and data position at STEP, so the run continues that one exactly."""
+        from lmjax.hf.init_from import checkpoint_source
+        source_dir, step = checkpoint_source(self.cfg.init_from)
+        source = checkpoint.make_manager(source_dir, read_only=True)
+        try:
+            checkpoint.check_compatible(source, step, abstract)
+            state, data_item = checkpoint.restore_step(source, step, abstract)
+        finally:
+            source.close()
+        where = f"{checkpoint.checkpoint_dir(source_dir)}/{step}"
+        self.data.train.set_state(checkpoint.local_data_state(data_item, where))
+        self.log(f"branched from step {step} of {source_dir} ({where})")
+        return state, step
 
     def warn(self, message: str):
         if self.is_main:
@@ -178,7 +193,8 @@ class Trainer:
                             if self.is_main else None
                     window_start = time.perf_counter()
                 if self.task_evals and self.task_evals.due(step, last) and not stop:
-                    writer.write(step, self.task_evals(state.params, step))
+                    with self.guard.phase("eval"):
+                        writer.write(step, self.task_evals(state.params, step))
                     window_start = time.perf_counter()
                 if saving:
                     self.guard.saves.save(step, state, self.data.train.get_state(),

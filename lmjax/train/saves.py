@@ -18,10 +18,11 @@ import shutil
 
 import jax
 
+from lmjax.errors import RunFailure
 from lmjax.train import barriers, checkpoint
 
 
-class SaveFailed(RuntimeError):
+class SaveFailed(RunFailure):
     """A checkpoint could not be written; the message is one line and names the step."""
 
     exit_code = 1
