@@ -30,9 +30,14 @@ setup(
             "transformers>=4.46,<6",
             "tokenizers>=0.20,<1",
             "wandb>=0.19,<1",
+            # lmjax-plan's tests compile for TPU topologies; libtpu is what the plan extra adds.
+            "jax[tpu]>=0.7,<0.11",
         ],
         "wandb": ["wandb>=0.19,<1"],
         "tpu": ["jax[tpu]>=0.7,<0.11"],
+        # lmjax-plan on a machine without TPUs: libtpu compiles for slices that are not there
+        # (jax[tpu] pins the libtpu that matches the installed jax).
+        "plan": ["jax[tpu]>=0.7,<0.11"],
         "cuda": ["jax[cuda12]>=0.7,<0.11"],
     },
     entry_points={
@@ -45,6 +50,7 @@ setup(
             "lmjax-sweep=lmjax.study.sweep:main",
             "lmjax-scaling=lmjax.study.scaling:main",
             "lmjax-plot=lmjax.study.plot:main",
+            "lmjax-plan=lmjax.plan.main:main",
         ]
     },
 )

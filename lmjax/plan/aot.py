@@ -46,16 +46,35 @@ def _oom(message: str):
             int(float(found["have"]) * _UNITS[groups[4]]))
 
 
-def compile_step(cfg, devices) -> Compiled:
-    """Builds, lowers and compiles the real train step of a validated `cfg` over `devices`."""
+def _uncompiled(state, batch, temporaries=0) -> dict:
+    """The footprint from shapes alone, for a program that was not (or could not be) compiled."""
+    fp = {"params": bytes_per_device(state.params),
+          "optimizer": bytes_per_device(state.opt_state), "batch": bytes_per_device(batch)}
+    fp.update(arguments=bytes_per_device(state) + fp["batch"], temporaries=temporaries,
+              outputs=0, code=0)
+    fp["total"] = fp["arguments"] + temporaries
+    return fp
+
+
+def compile_step(cfg, devices, limit: int = 0) -> Compiled:
+    """Builds, lowers and compiles the real train step of a validated `cfg` over `devices`.
+
+    With `limit` (bytes per device), a step whose state and batch alone exceed it is not
+    compiled: no compile could make it fit.
+    """
     import jax
     mesh = mesh_lib.make_mesh(cfg, devices)
     step = step_lib.build(cfg, mesh)
     state, batch = step.abstract_state(), step.abstract_batch()
     t = cfg.train
-    per_device_tokens = t.batch_size * t.seq_len / len(devices)
     formula = flops_per_token(cfg.model, t.seq_len, state_lib.matmul_params(state.params))
+    formula *= t.batch_size * t.seq_len / len(devices)
     start = time.perf_counter()
+    if limit:
+        fp = _uncompiled(state, batch)
+        if fp["total"] > limit:
+            return Compiled(dict(mesh.shape), fp, 0.0, hbm_limit=limit, formula_flops=formula,
+                            oom="not compiled: the state and batch alone exceed the memory")
     with step.context():
         lowered = step.train_step.lower(state, batch)
         try:
@@ -65,16 +84,12 @@ def compile_step(cfg, devices) -> Compiled:
             if found is None:
                 raise
             need, have = found
-            fp = {"params": bytes_per_device(state.params),
-                  "optimizer": bytes_per_device(state.opt_state),
-                  "batch": bytes_per_device(batch)}
-            fp.update(arguments=fp["params"] + fp["optimizer"] + fp["batch"], outputs=0, code=0)
+            fp = _uncompiled(state, batch)
             # XLA's figure covers what it names (temporaries, or all buffers): at least `need`.
-            fp["temporaries"] = need if "temporar" in str(e) else max(need - fp["arguments"], 0)
-            fp["total"] = fp["arguments"] + fp["temporaries"]
+            fp = _uncompiled(state, batch, need if "temporar" in str(e)
+                             else max(need - fp["arguments"], 0))
             return Compiled(dict(mesh.shape), fp, time.perf_counter() - start,
-                            oom=str(e).splitlines()[0], hbm_limit=have,
-                            formula_flops=formula * per_device_tokens)
+                            oom=str(e).splitlines()[0], hbm_limit=have, formula_flops=formula)
     compile_s = time.perf_counter() - start
     cost = compiled.cost_analysis() or {}
     if isinstance(cost, (list, tuple)):  # older jax: one dict per program
@@ -85,7 +100,7 @@ def compile_step(cfg, devices) -> Compiled:
                     xla_bytes=float(cost.get("bytes accessed", 0.0)),
                     # The cost model answers negative for programs it cannot model.
                     optimal_seconds=optimal if optimal > 0 else 0.0,
-                    formula_flops=formula * per_device_tokens)
+                    formula_flops=formula, hbm_limit=limit)
 
 
 def usable_memory(device) -> int:

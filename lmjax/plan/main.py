@@ -63,17 +63,21 @@ def load(args, overrides):
     return cfg, target
 
 
-def plan(cfg, target, overrides=None) -> dict:
-    """Compiles cfg's train step for the target and returns the planner's record."""
-    from lmjax.plan import aot, estimate, report, target as target_lib
-    devices = target_lib.devices(target)
+def facts_for(target):
+    """The chip's data-sheet facts, or this host measured for cpu:N."""
+    from lmjax.plan import estimate
     if target.platform == "tpu":
-        facts = estimate.tpu_facts(target.chip)
-    else:
-        facts = estimate.cpu_facts(target.num_devices)
-    compiled = aot.compile_step(cfg, devices)
-    if not compiled.hbm_limit:
-        compiled.hbm_limit = aot.usable_memory(devices[0])
+        return estimate.tpu_facts(target.chip)
+    return estimate.cpu_facts(target.num_devices)
+
+
+def plan(cfg, target, overrides=None, facts=None, limit=None) -> dict:
+    """Compiles cfg's train step for the target and returns the planner's record."""
+    from lmjax.plan import aot, report, target as target_lib
+    devices = target_lib.devices(target)
+    facts = facts or facts_for(target)
+    limit = aot.usable_memory(devices[0]) if limit is None else limit
+    compiled = aot.compile_step(cfg, devices, limit)
     return report.record(cfg, target, facts, compiled, overrides)
 
 

@@ -69,7 +69,7 @@ def lines(rec, experiment: str) -> list[str]:
            f"  optimizer state  {_gib(mem['optimizer']):>12}",
            f"  batch            {_gib(mem['batch']):>12}",
            f"  temporaries      {_gib(mem['temporaries']):>12}"
-           f"{'  (at least: XLA refused the program)' if rec['oom'] else ''}",
+           f"{'  (at least: XLA refused the program)' if rec['oom'].startswith('RESOURCE') else ''}",
            f"  other outputs    {_gib(mem['outputs']):>12}",
            f"  total            {_gib(mem['total']):>12}"]
     limit = (f"{_gib(rec['memory_bytes'])} per chip ({_gib(rec['limit_bytes'])} usable by XLA)"
@@ -80,7 +80,7 @@ def lines(rec, experiment: str) -> list[str]:
         out.append(f"memory: {limit}; does not fit by {_gib(-rec['headroom_bytes'])}")
         out.append(f"  to fit: {rec['advice']}")
     if rec["oom"]:
-        out.append("no step-time estimate: XLA stopped compiling at the memory check")
+        out.append(f"no step-time estimate: {rec['oom']}")
     else:
         scaled = (f" (loop bodies counted once by XLA: scaled x{rec['loop_scale']:.2f})"
                   if rec["loop_scale"] > 1 else "")
