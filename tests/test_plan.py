@@ -72,7 +72,7 @@ def test_memory_is_the_training_runs_in_one_process(tmp_path):
     code = f"""
 import contextlib, io, json
 from lmjax.main import train_main
-from lmjax.plan import estimate, main as plan_main
+from lmjax.plan import estimate, main as plan_main, planner
 out = io.StringIO()
 with contextlib.redirect_stdout(out):
     train_main({[f"--config={LLAMA}", f"--workdir={tmp_path / 'run'}", *SMALLEST_LLAMA,
@@ -82,7 +82,7 @@ args, overrides = plan_main.parse_args({[f"--config={LLAMA}", "--target=cpu:8",
 cfg, target = plan_main.load(args, overrides)
 facts = estimate.Facts("cpu", 2 ** 34, 1e10, 1e10, "fixed for this test")
 print(out.getvalue())
-print(json.dumps(plan_main.plan(cfg, target, overrides, facts)["memory"]))
+print(json.dumps(planner.plan(cfg, target, overrides, facts)["memory"]))
 """
     proc = helpers.run_script(code, XLA_FLAGS="--xla_force_host_platform_device_count=8")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -5,7 +5,6 @@
 
 The last line printed is the JSON record. Exit status: 0 fits, 1 does not fit, 2 bad input.
 """
-import os
 import sys
 
 from lmjax.cli import ArgumentParser, run_command
@@ -35,24 +34,14 @@ def parse_args(argv):
     return args, overrides
 
 
-def use_platform(target):
-    """Before jax starts: compile-only TPU devices need only the CPU backend; cpu:N makes N."""
-    os.environ["JAX_PLATFORMS"] = "cpu"
-    if target.platform == "cpu":
-        flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
-                 if not f.startswith("--xla_force_host_platform_device_count")]
-        flags.append(f"--xla_force_host_platform_device_count={target.num_devices}")
-        os.environ["XLA_FLAGS"] = " ".join(flags)
-
-
 def load(args, overrides):
     """(config, target), validated for the target's device count, before anything compiles."""
     from lmjax import config as config_lib, validation
-    from lmjax.plan import target as target_lib
+    from lmjax.plan import planner, target as target_lib
     target = target_lib.parse(args.target, args.num_slices)
     if args.jobs < 0:
         raise UsageError(f"--jobs={args.jobs}: must be >= 0 (0 = by cores and memory)")
-    use_platform(target)
+    planner.use_platform(target)
     cfg = config_lib.load_config(args.config)
     config_lib.apply_overrides(cfg, overrides)
     # The planner reads no data: a data path that exists only on the training machine is fine.
@@ -63,36 +52,18 @@ def load(args, overrides):
     return cfg, target
 
 
-def facts_for(target):
-    """The chip's data-sheet facts, or this host measured for cpu:N."""
-    from lmjax.plan import estimate
-    if target.platform == "tpu":
-        return estimate.tpu_facts(target.chip)
-    return estimate.cpu_facts(target.num_devices)
-
-
-def plan(cfg, target, overrides=None, facts=None, limit=None) -> dict:
-    """Compiles cfg's train step for the target and returns the planner's record."""
-    from lmjax.plan import aot, report, target as target_lib
-    devices = target_lib.devices(target)
-    facts = facts or facts_for(target)
-    limit = aot.usable_memory(devices[0]) if limit is None else limit
-    compiled = aot.compile_step(cfg, devices, limit)
-    return report.record(cfg, target, facts, compiled, overrides)
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
 
     def run():
         args, overrides = parse_args(argv)
         cfg, target = load(args, overrides)
-        from lmjax.plan import report
+        from lmjax.plan import planner, report
         if args.search:
             from lmjax.plan import search
             rec = search.run(cfg, target, args, overrides)
         else:
-            rec = plan(cfg, target, overrides)
+            rec = planner.plan(cfg, target, overrides)
             for line in report.lines(rec, args.config):
                 print(line)
         print(report.json_line(rec), flush=True)

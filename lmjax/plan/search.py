@@ -65,8 +65,8 @@ _WORKER = {}
 
 
 def _init_worker(experiment, target, base_overrides, facts, limit):
-    from lmjax.plan import main as main_lib
-    main_lib.use_platform(target)
+    from lmjax.plan import planner
+    planner.use_platform(target)
     _WORKER.update(experiment=experiment, target=target, base=base_overrides, facts=facts,
                    limit=limit)
 
@@ -92,7 +92,7 @@ def _state_bytes(cfg, devices) -> int:
 def evaluate(overrides: dict) -> dict:
     """One candidate's record, or a note that its state alone cannot fit (nothing compiled)."""
     from lmjax.errors import UsageError
-    from lmjax.plan import main as main_lib, target as target_lib
+    from lmjax.plan import planner, target as target_lib
     target, limit = _WORKER["target"], _WORKER["limit"]
     try:
         cfg = _config(overrides)
@@ -103,7 +103,7 @@ def evaluate(overrides: dict) -> dict:
         if state > limit:
             return {"overrides": overrides, "fits": False, "headroom_bytes": limit - state,
                     "skipped": f"state and batch alone take {state / 2 ** 30:.2f} GiB"}
-    return main_lib.plan(cfg, target, overrides, _WORKER["facts"], limit)
+    return planner.plan(cfg, target, overrides, _WORKER["facts"], limit)
 
 
 # ---------------------------------------------------------------- the search
@@ -137,11 +137,11 @@ def _row(rank, rec) -> str:
 
 def run(cfg, target, args, overrides) -> dict:
     """Ranks candidate layouts; prints progress and the table; returns the winner's record."""
-    from lmjax.plan import aot, main as main_lib, target as target_lib
+    from lmjax.plan import aot, planner, target as target_lib
     start = time.perf_counter()
     jobs = args.jobs or default_jobs()
     limit = aot.usable_memory(target_lib.devices(target)[0])
-    facts = main_lib.facts_for(target)  # measured once, before compiles compete for the cores
+    facts = planner.facts_for(target)  # measured once, before compiles compete for the cores
     base = {"model.remat_policy": cfg.model.remat_policy,
             "optim.grad_accum_steps": cfg.optim.grad_accum_steps,
             "model.scan_layers": cfg.model.scan_layers}
