@@ -12,7 +12,8 @@ from lmjax.errors import NonFiniteError
 from lmjax.data import make_data
 from lmjax.model import flops_per_token
 from lmjax.parallel import mesh as mesh_lib, shardings
-from lmjax.train import checkpoint, metrics as metrics_lib, mfu, preemption, state as state_lib
+from lmjax.train import checkpoint, memory, metrics as metrics_lib, mfu, preemption
+from lmjax.train import state as state_lib
 from lmjax.train import guard as guard_lib
 from lmjax.train import step as step_lib
 
@@ -93,7 +94,7 @@ class Trainer:
             total, count = total + float(s), count + float(c)
         return total / max(count, 1.0)
 
-    def describe(self, state, compiled, compile_s: float):
+    def describe(self, state, batch, compiled, compile_s: float):
         params = state.params
         n = state_lib.count_params(params)
         per_device = shardings.bytes_per_device(params)
@@ -107,6 +108,8 @@ class Trainer:
         if mem is not None:
             temp = getattr(mem, "temp_size_in_bytes", 0)
             lines[-1] += f"; compiled temp memory {temp / 2**20:.1f} MiB/device"
+            # The same count lmjax-plan makes ahead of time, so the two can be compared.
+            lines.append(memory.describe(memory.footprint(compiled, state, batch)))
         for line in lines:
             self.log(line)
 
@@ -136,7 +139,7 @@ class Trainer:
         with self.mesh_context(), self.guard.phase("compile"):
             t0 = time.perf_counter()
             compiled = self.train_step.lower(state, batch).compile()
-            self.describe(state, compiled, time.perf_counter() - t0)
+            self.describe(state, batch, compiled, time.perf_counter() - t0)
 
         progress = _progress(start, t.steps, self.is_main and t.progress)
         pending, window_start, skipped = [], time.perf_counter(), 0
