@@ -83,8 +83,14 @@ def analyse(results: dict, samples: int = 200, seed: int = 0, starts: int = 64,
     iso = isoflop.fit(budgets, results["params"], results["tokens"], results["loss"])
     iso_boot = isoflop.bootstrap(budgets, results["params"], results["tokens"],
                                  results["loss"], samples=samples * 5, seed=seed)
-    param = parametric.fit(results["params"], results["tokens"], results["loss"], starts=starts)
     flops = sorted(set(float(c) for c in budgets))
+    try:
+        param = parametric.fit(results["params"], results["tokens"], results["loss"],
+                               starts=starts)
+    except UsageError as e:  # too few runs so far: Approach 2 and the checks still report
+        return {"isoflop": iso, "isoflop_bootstrap": iso_boot, "parametric": None,
+                "parametric_error": str(e), "monotonicity": monotonicity(results),
+                "budgets": flops, "num_runs": len(results["loss"])}
     param_boot = parametric.bootstrap(results["params"], results["tokens"], results["loss"],
                                       samples=samples, seed=seed, starts=bootstrap_starts,
                                       budgets=flops, center=param)
@@ -125,8 +131,23 @@ def format_report(analysis: dict) -> str:
         lines.append(f"  ({boot['num_samples']} bootstrap resamples, {boot['dropped']} dropped "
                      "for a budget without a usable minimum)")
 
-    fit, pboot = analysis["parametric"], analysis["parametric_bootstrap"]
     lines += ["", "Approach 3 (L = E + A/N^alpha + B/D^beta, Huber on log L):"]
+    if analysis["parametric"] is None:
+        lines.append(f"  not fitted: {analysis['parametric_error']}")
+    else:
+        lines += _parametric_lines(analysis)
+    lines += ["", "Monotonicity (loss must fall as N or D grows with the other fixed):"]
+    for label, check in analysis["monotonicity"].items():
+        lines.append(f"  {label}: {len(check['violations'])} violations in {check['checked']} "
+                     "adjacent pairs")
+        for a, b, la, lb in check["violations"]:
+            lines.append(f"    {a} ({la:.4f}) -> {b} ({lb:.4f})")
+    return "\n".join(lines)
+
+
+def _parametric_lines(analysis: dict) -> list[str]:
+    fit, pboot = analysis["parametric"], analysis["parametric_bootstrap"]
+    lines = []
     if fit["degenerate"]:
         lines.append("  DEGENERATE, not a result: " + "; ".join(fit["degenerate"]))
     lines.append(f"  {'':10}{'fit':>10}{'90% CI':>22}{'Hoffmann':>10}{'Besiroglu':>11}")
@@ -146,14 +167,7 @@ def format_report(analysis: dict) -> str:
     lines.append(f"  Huber objective {fit['objective']:.3g} over {fit['num_runs']} runs; "
                  f"{pboot['num_samples']} bootstrap refits, "
                  f"{100 * pboot['degenerate_fraction']:.0f}% of them degenerate")
-
-    lines += ["", "Monotonicity (loss must fall as N or D grows with the other fixed):"]
-    for label, check in analysis["monotonicity"].items():
-        lines.append(f"  {label}: {len(check['violations'])} violations in {check['checked']} "
-                     "adjacent pairs")
-        for a, b, la, lb in check["violations"]:
-            lines.append(f"    {a} ({la:.4f}) -> {b} ({lb:.4f})")
-    return "\n".join(lines)
+    return lines
 
 
 def loss_table(results: dict) -> str:

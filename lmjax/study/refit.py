@@ -45,7 +45,8 @@ def refit(results_csv: str, out_dir: str, curves_csv: str = "", samples: int = 2
     with open(os.path.join(out_dir, "report.txt"), "w") as f:
         f.write(report + "\n")
     figures.isoflop_profiles(results, analysis, os.path.join(out_dir, "isoflop.png"))
-    figures.parametric_fit(results, analysis, os.path.join(out_dir, "parametric.png"))
+    if analysis["parametric"] is not None:
+        figures.parametric_fit(results, analysis, os.path.join(out_dir, "parametric.png"))
     if curves_csv and os.path.isfile(curves_csv):
         figures.wsd_curves(figures.read_curves(curves_csv),
                            os.path.join(out_dir, "wsd_curves.png"))
