@@ -76,9 +76,40 @@ def monotonicity(results: dict) -> dict:
     return out
 
 
+def stable_monotonicity(curves: list[dict]) -> dict:
+    """Does loss fall with N at fixed D along the stable phases (constant LR)?
+
+    Each size's stable-phase evals (curves.csv rows) against tokens; at every eval of the
+    larger of two adjacent sizes that lies within the smaller one's range, the smaller one's
+    loss is interpolated in log D and must be higher.
+    """
+    by_size = {}
+    for row in curves:
+        if row.get("role") == "stable" and row.get("eval_loss") not in ("", None):
+            by_size.setdefault(float(row["num_params"]), []).append(
+                (float(row["tokens"]), float(row["eval_loss"])))
+    checked, violations = 0, []
+    sizes = sorted(by_size)
+    for small, large in zip(sizes[:-1], sizes[1:]):
+        d_small, l_small = (np.array(x) for x in zip(*sorted(by_size[small])))
+        for d, loss in sorted(by_size[large]):
+            if not d_small[0] <= d <= d_small[-1]:
+                continue
+            checked += 1
+            reference = float(np.interp(np.log(d), np.log(d_small), l_small))
+            if loss >= reference:
+                violations.append((f"N={small:.3g} at D={d:.3g}", f"N={large:.3g}",
+                                   reference, loss))
+    return {"checked": checked, "violations": violations}
+
+
 def analyse(results: dict, samples: int = 200, seed: int = 0, starts: int = 64,
-            bootstrap_starts: int = 2) -> dict:
-    """Both fits with their bootstrap intervals, and the monotonicity checks."""
+            bootstrap_starts: int = 2, curves: list[dict] | None = None) -> dict:
+    """Both fits with their bootstrap intervals, and the monotonicity checks (the stable
+    phases' too, given the study's curves.csv rows)."""
+    checks = monotonicity(results)
+    if curves:
+        checks["N at fixed D, stable phase"] = stable_monotonicity(curves)
     budgets = results["budget"]
     iso = isoflop.fit(budgets, results["params"], results["tokens"], results["loss"])
     iso_boot = isoflop.bootstrap(budgets, results["params"], results["tokens"],
@@ -89,7 +120,7 @@ def analyse(results: dict, samples: int = 200, seed: int = 0, starts: int = 64,
                                starts=starts)
     except UsageError as e:  # too few runs so far: Approach 2 and the checks still report
         return {"isoflop": iso, "isoflop_bootstrap": iso_boot, "parametric": None,
-                "parametric_error": str(e), "monotonicity": monotonicity(results),
+                "parametric_error": str(e), "monotonicity": checks,
                 "budgets": flops, "num_runs": len(results["loss"])}
     param_boot = parametric.bootstrap(results["params"], results["tokens"], results["loss"],
                                       samples=samples, seed=seed, starts=bootstrap_starts,
@@ -97,7 +128,7 @@ def analyse(results: dict, samples: int = 200, seed: int = 0, starts: int = 64,
     param_derived = parametric.derived(param, flops)
     return {"isoflop": iso, "isoflop_bootstrap": iso_boot, "parametric": param,
             "parametric_derived": param_derived, "parametric_bootstrap": param_boot,
-            "monotonicity": monotonicity(results), "budgets": flops,
+            "monotonicity": checks, "budgets": flops,
             "num_runs": len(results["loss"])}
 
 

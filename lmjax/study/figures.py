@@ -135,13 +135,16 @@ def wsd_curves(rows: list[dict], path: str, key: str = "eval_loss") -> bool:
     sizes = sorted({float(r[0]["num_params"]) for r in runs.values()})
     colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(sizes)))
     fig, ax = plt.subplots(figsize=(10, 6))
+    labelled = set()  # a size's stable phase may come in several segments
     for run, records in sorted(runs.items()):
         size = float(records[0]["num_params"])
         color = colors[sizes.index(size)]
         xs = [float(r["tokens"]) for r in records]
         ys = [float(r[key]) for r in records]
         if records[0]["role"] == "stable":
-            ax.plot(xs, ys, color=color, linewidth=1.5, label=f"N = {size:.3g}")
+            label = f"N = {size:.3g}" if size not in labelled else None
+            labelled.add(size)
+            ax.plot(xs, ys, color=color, linewidth=1.5, label=label)
         else:
             ax.plot(xs, ys, color=color, linestyle="--", linewidth=1.0)
             ax.plot(xs[-1:], ys[-1:], "o", color=color, markeredgecolor="k", markersize=5)
