@@ -5,6 +5,7 @@ and close(); a new one is one entry in WRITERS. Only the main process writes.
 """
 import importlib.util
 import json
+import sys
 import uuid
 
 import numpy as np
@@ -61,12 +62,29 @@ class JsonlWriter:
         pass
 
 
+def summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without torch.
+
+    tensorboardX imports torch, when it is installed, only to recognise torch tensors; lmjax
+    logs Python floats, and torch's import costs ~200 MiB of RSS. A process that already
+    imported torch keeps it.
+    """
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+        return SummaryWriter
+    sys.modules["torch"] = None  # `import torch` raises ImportError while tensorboardX loads
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
 class TensorBoardWriter:
     requires = "tensorboardX"
 
     def __init__(self, cfg, workdir: str):
-        from tensorboardX import SummaryWriter
-        self.writer = SummaryWriter(str(epath.Path(workdir) / "tensorboard"))
+        self.writer = summary_writer_class()(str(epath.Path(workdir) / "tensorboard"))
 
     def truncate_after(self, step: int):
         pass  # TensorBoard shows the newest value of a step; a resumed run overwrites
