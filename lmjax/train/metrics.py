@@ -82,6 +82,25 @@ class JsonlWriter:
         pass
 
 
+def tensorboardx_events():
+    """(EventsWriter, event_pb2, summary_pb2) of tensorboardX, imported without torch.
+
+    tensorboardX imports torch, when it is installed, only to recognise torch tensors; lmjax
+    logs Python floats, and torch's import costs ~200 MiB of RSS. A process that already
+    imported torch keeps it.
+    """
+    blocked = "torch" not in sys.modules
+    if blocked:
+        sys.modules["torch"] = None  # `import torch` raises ImportError while tensorboardX loads
+    try:
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto import event_pb2, summary_pb2
+    finally:
+        if blocked:
+            del sys.modules["torch"]
+    return EventsWriter, event_pb2, summary_pb2
+
+
 class TensorBoardWriter:
     """TensorBoard event files under WORKDIR/tensorboard, written from the loop's thread.
 
@@ -104,7 +123,7 @@ class TensorBoardWriter:
         pass  # TensorBoard shows the newest value of a step; a resumed run overwrites
 
     def _open(self):
-        from tensorboardX.event_file_writer import EventsWriter
+        EventsWriter, _, _ = tensorboardx_events()
         self.files += 1
         # The suffix keeps names apart: EventsWriter names files by the second, and opening an
         # existing name would empty it.
@@ -115,7 +134,7 @@ class TensorBoardWriter:
 
     def write(self, step: int, record: dict):
         import time
-        from tensorboardX.proto import event_pb2, summary_pb2
+        _, event_pb2, summary_pb2 = tensorboardx_events()
         values = [summary_pb2.Summary.Value(tag=key, simple_value=float(value))
                   for key, value in record.items()
                   if key != "step" and isinstance(value, (int, float))]
