@@ -8,8 +8,8 @@ import glob
 import math
 import os
 
-from lmjax import config as config_lib
-from lmjax.errors import ConfigError
+from lmjax import config as config_lib, data
+from lmjax.errors import ConfigError, UsageError
 from lmjax.model.attention import ATTENTION_BACKENDS, SOFTCAP_BACKENDS
 from lmjax.model.layers import NORMS
 from lmjax.model.mlp import MLPS
@@ -17,6 +17,7 @@ from lmjax.model.positions import POSITIONS, ROPE_SCALINGS
 from lmjax.parallel.mesh import BATCH_AXES, mesh_shape
 from lmjax.train.metrics import WRITERS, check_writer_packages
 from lmjax.train.optim import OPTIMIZERS, SCHEDULES
+from lmjax.train.schedules import DECAY_SHAPES, horizon
 
 
 def prepare(cfg, num_devices: int | None = None, log=print):
@@ -56,11 +57,8 @@ def validate(cfg, num_devices: int | None = None):
         "model.attention": ATTENTION_BACKENDS, "model.rope_scaling": ROPE_SCALINGS,
         "model.dtype": ("float32", "bfloat16", "float16"),
         "model.param_dtype": ("float32", "bfloat16"),
-        "optim.name": OPTIMIZERS, "optim.schedule": SCHEDULES,
+        "optim.name": OPTIMIZERS, "optim.schedule": SCHEDULES, "optim.decay_shape": DECAY_SHAPES,
         "train.nonfinite": ("error", "skip"),
-        "data.tokenizer": ("char", "bytes", "sentencepiece"),
-        "data.model_type": ("bpe", "unigram"),
-        "data.invalid_utf8": ("error", "replace"),
     }
     for field, allowed in choices.items():
         group, leaf = field.split(".")
@@ -92,6 +90,7 @@ def validate(cfg, num_devices: int | None = None):
     if t.batch_size % o.grad_accum_steps:
         raise ConfigError(f"train.batch_size={t.batch_size}: not divisible by "
                           f"optim.grad_accum_steps={o.grad_accum_steps}")
+    _validate_schedule(cfg)
     _validate_mesh(cfg, num_devices)
     _validate_data(cfg)
 
@@ -117,6 +116,21 @@ def _validate_attention_features(m):
             len(pattern) != m.num_layers or set(pattern) - {"L", "G"}):
         raise ConfigError(f"model.local_layers={pattern!r}: use all, alternate, or one letter "
                           f"per layer ({m.num_layers}), L for local and G for global")
+
+
+def _validate_schedule(cfg):
+    o = cfg.optim
+    if not 0 < o.decay_fraction <= 1:
+        raise ConfigError(f"optim.decay_fraction={o.decay_fraction}: must be in (0, 1]")
+    if o.decay_start < 0:
+        raise ConfigError(f"optim.decay_start={o.decay_start}: must be >= 0 (0 = use "
+                          "optim.decay_fraction)")
+    if o.schedule == "wsd" and o.decay_start:
+        end = horizon(o, cfg.train.steps)
+        if not o.warmup_steps <= o.decay_start < end:
+            raise ConfigError(f"optim.decay_start={o.decay_start}: must lie in [optim.warmup_steps"
+                              f"={o.warmup_steps}, {end}) (the schedule's horizon, optim."
+                              "decay_steps or train.steps)")
 
 
 def _validate_mesh(cfg, num_devices):
@@ -150,14 +164,19 @@ def _validate_data(cfg):
     if d.window_stride < 0 or d.prefetch < 0:
         raise ConfigError(f"data.window_stride={d.window_stride}, data.prefetch={d.prefetch}: "
                           "must be >= 0")
-    if not 0 <= d.valid_fraction < 1:
-        raise ConfigError(f"data.valid_fraction={d.valid_fraction}: must be in [0, 1)")
     path = d.path
     if not path:
         return
     if not (os.path.exists(path) or glob.glob(path)):
         raise ConfigError(f"data.path={path!r}: no such file or directory; point it at a text "
                           "file, a glob, or a directory written by lmjax-prepare")
+    # Raw text is prepared on first use: prepare's own checks, naming the data.* fields.
+    try:
+        data.check_settings(cfg)
+    except ConfigError:
+        raise
+    except UsageError as e:
+        raise ConfigError(str(e)) from None
 
 
 def to_dict(cfg) -> dict:
