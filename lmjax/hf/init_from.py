@@ -9,14 +9,9 @@ the source's tokenizer; a different one is refused by name before any step runs.
 from lmjax import config as config_lib
 from lmjax.config import ConfigError
 from lmjax.errors import UsageError
+from lmjax.hf import configs
 
-ARCHITECTURE = ("num_layers", "d_model", "num_heads", "num_kv_heads", "head_dim", "d_ff",
-                "vocab_size", "max_seq_len", "positions", "rope_theta", "rope_scaling",
-                "rope_scaling_factor", "rope_low_freq_factor", "rope_high_freq_factor",
-                "rope_original_max_seq_len", "rope_local_theta", "norm", "norm_eps", "mlp",
-                "use_bias", "qkv_bias", "qk_norm", "query_pre_attn_scalar", "attn_logit_softcap",
-                "final_logit_softcap", "sliding_window", "local_layers", "scale_embeddings",
-                "post_norms", "tie_embeddings")
+ARCHITECTURE = configs.ARCHITECTURE
 
 
 def parse(spec: str) -> tuple[str, str]:
