@@ -11,8 +11,8 @@ Requests are handled as lm-eval's own HF backend handles them, so the numbers ar
   loglikelihood_rolling  lm-eval's rolling windows: the text led by the prefix token, disjoint
                          windows of max_length predictions, the last one with a full context.
   generate_until         the KV-cache Generator, greedy or sampled, at most max_gen_toks tokens,
-                         cut at the first stop sequence; contexts keep their last
-                         max_length - max_gen_toks tokens.
+                         cut at the first stop sequence (a batch ends once all rows hold
+                         one); contexts keep their last max_length - max_gen_toks tokens.
 Each request's values do not depend on the batch it shares. Requests that had to be truncated
 are counted in one warning per call.
 """
@@ -214,7 +214,10 @@ class LmjaxLM(TemplateLM):
                 ids = self.tok_encode(context)
                 truncated += len(ids) > max_context
                 prompts.append(ids[-max_context:])
-            new = self.generator.generate(prompts, max_gen_toks, sampling, self.seed, stop_ids)
+            stops = [s for s in until if s]
+            new = self.generator.generate(
+                prompts, max_gen_toks, sampling, self.seed, stop_ids,
+                complete=lambda ids: any(s in self.tok_decode(ids) for s in stops))
             for context, tokens in zip(contexts, new):
                 text = postprocess_generated_text(self.tok_decode(tokens), until, None)
                 results.append(text)
