@@ -88,6 +88,18 @@ class LmjaxLM(TemplateLM):
         self.generator = Generator(run.cfg, run.params, self.scorer.mesh)
         self.truncated = {"loglikelihood": 0, "generate_until": 0}
 
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict, additional_config=None):
+        """--model_args win over lm-eval's own flags (its --batch_size defaults to 1)."""
+        extra = {k: v for k, v in (additional_config or {}).items()
+                 if v is not None and k not in arg_dict}
+        return cls(**arg_dict, **extra)
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string, additional_config=None):
+        return cls.create_from_arg_obj(lm_eval_utils.simple_parse_args_string(arg_string),
+                                       additional_config)
+
     def set_params(self, params, step=None):
         """New parameters of the same model (training-time evals), compiled functions kept."""
         self.scorer.params = self.generator.params = self.run.params = params
