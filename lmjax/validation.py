@@ -8,13 +8,13 @@ import glob
 import math
 import os
 
-from lmjax import config as config_lib
-from lmjax.errors import ConfigError
-from lmjax.model.attention import ATTENTION_BACKENDS
+from lmjax import config as config_lib, data
+from lmjax.errors import ConfigError, UsageError
+from lmjax.model.attention import ATTENTION_BACKENDS, DROPOUT_BACKENDS, SOFTCAP_BACKENDS
 from lmjax.model.layers import NORMS
 from lmjax.model.mlp import MLPS
 from lmjax.model.parametrization import PARAMETRIZATIONS
-from lmjax.model.positions import POSITIONS
+from lmjax.model.positions import POSITIONS, ROPE_SCALINGS
 from lmjax.parallel.mesh import BATCH_AXES, mesh_shape
 from lmjax.train.metrics import WRITERS, check_writer_packages
 from lmjax.train.optim import OPTIMIZERS, SCHEDULES
@@ -47,22 +47,32 @@ def validate(cfg, num_devices: int | None = None):
                   "model.vocab_size", "model.max_seq_len", "train.log_every", "optim.muon_lr",
                   "train.eval_every", "train.checkpoint_every", "optim.grad_accum_steps"):
         _positive(cfg, field)
+    if t.hang_timeout_s < 0:
+        raise ConfigError(f"train.hang_timeout_s={t.hang_timeout_s}: must be >= 0 (0 = automatic)")
+    for field in ("train.hang_compile_timeout_s", "train.barrier_timeout_s"):
+        _positive(cfg, field)
     if t.eval_steps < 0:
         raise ConfigError(f"train.eval_steps={t.eval_steps}: must be >= 0 (0 = no eval)")
+    if t.eval_tasks_every < 0:
+        raise ConfigError(f"train.eval_tasks_every={t.eval_tasks_every}: must be >= 0 (0 = at "
+                          "every train.eval_every)")
+    if t.eval_tasks:
+        from lmjax.train import task_evals
+        task_evals.check(cfg)
     if o.warmup_steps < 0:
         raise ConfigError(f"optim.warmup_steps={o.warmup_steps}: must be >= 0")
     if o.min_lr < 0 or o.min_lr > o.lr:
         raise ConfigError(f"optim.min_lr={o.min_lr}: must lie between 0 and optim.lr={o.lr}")
     choices = {
         "model.positions": POSITIONS, "model.norm": NORMS, "model.mlp": MLPS,
-        "model.attention": ATTENTION_BACKENDS, "model.parametrization": PARAMETRIZATIONS,
+        "model.attention": ATTENTION_BACKENDS, "model.rope_scaling": ROPE_SCALINGS,
+        "model.parametrization": PARAMETRIZATIONS,
         "model.dtype": ("float32", "bfloat16", "float16"),
         "model.param_dtype": ("float32", "bfloat16"),
         "optim.name": OPTIMIZERS, "optim.schedule": SCHEDULES, "optim.decay_shape": DECAY_SHAPES,
         "train.nonfinite": ("error", "skip"),
-        "data.tokenizer": ("char", "bytes", "sentencepiece"),
-        "data.model_type": ("bpe", "unigram"),
-        "data.invalid_utf8": ("error", "replace"),
+        "train.on_hang": ("exit", "report", "off"),
+        "train.on_save_error": ("stop", "continue"),
     }
     for field, allowed in choices.items():
         group, leaf = field.split(".")
@@ -87,6 +97,7 @@ def validate(cfg, num_devices: int | None = None):
                           f"{kv}; num_kv_heads must divide num_heads")
     if m.positions == "rope" and (m.head_dim or m.d_model // m.num_heads) % 2:
         raise ConfigError("model.positions='rope' needs an even head dimension")
+    _validate_attention_features(m)
     if t.seq_len > m.max_seq_len:
         raise ConfigError(f"train.seq_len={t.seq_len}: longer than model.max_seq_len="
                           f"{m.max_seq_len}; lower seq_len or raise max_seq_len")
@@ -97,15 +108,39 @@ def validate(cfg, num_devices: int | None = None):
         raise ConfigError(f"model.dropout={m.dropout}: must be in [0, 1)")
     if m.z_loss < 0:
         raise ConfigError(f"model.z_loss={m.z_loss}: must be >= 0")
-    if m.dropout > 0 and m.attention == "dot_product":
-        raise ConfigError("model.dropout with model.attention='dot_product': "
-                          "jax.nn.dot_product_attention has no dropout; use einsum or blockwise")
+    if m.dropout > 0 and m.attention not in DROPOUT_BACKENDS:
+        raise ConfigError(f"model.dropout with model.attention={m.attention!r}: that backend has "
+                          "no dropout on attention probabilities; use "
+                          + " or ".join(DROPOUT_BACKENDS))
     if m.parametrization == "mup" and m.mup_base_width <= 0:
         raise ConfigError(f"model.mup_base_width={m.mup_base_width}: must be > 0 (the d_model "
                           "whose tuned hyperparameters transfer)")
     _validate_schedule(cfg)
     _validate_mesh(cfg, num_devices)
     _validate_data(cfg)
+
+
+def _validate_attention_features(m):
+    for field in ("rope_theta", "rope_scaling_factor", "rope_original_max_seq_len"):
+        if m[field] <= 0:
+            raise ConfigError(f"model.{field}={m[field]}: must be > 0")
+    if m.rope_scaling == "llama3" and m.rope_high_freq_factor <= m.rope_low_freq_factor:
+        raise ConfigError(f"model.rope_high_freq_factor={m.rope_high_freq_factor}: must exceed "
+                          f"model.rope_low_freq_factor={m.rope_low_freq_factor} for llama3 "
+                          "RoPE scaling")
+    for field in ("rope_local_theta", "query_pre_attn_scalar", "attn_logit_softcap",
+                  "final_logit_softcap", "sliding_window"):
+        if m[field] < 0:
+            raise ConfigError(f"model.{field}={m[field]}: must be >= 0 (0 = off)")
+    if m.attn_logit_softcap and m.attention not in SOFTCAP_BACKENDS:
+        raise ConfigError(f"model.attn_logit_softcap={m.attn_logit_softcap}: the "
+                          f"{m.attention!r} backend cannot soft-cap scores; use model.attention="
+                          f"{' or '.join(SOFTCAP_BACKENDS)}")
+    pattern = m.local_layers
+    if pattern not in ("all", "alternate") and (
+            len(pattern) != m.num_layers or set(pattern) - {"L", "G"}):
+        raise ConfigError(f"model.local_layers={pattern!r}: use all, alternate, or one letter "
+                          f"per layer ({m.num_layers}), L for local and G for global")
 
 
 def _validate_schedule(cfg):
@@ -154,8 +189,6 @@ def _validate_data(cfg):
     if d.window_stride < 0 or d.prefetch < 0:
         raise ConfigError(f"data.window_stride={d.window_stride}, data.prefetch={d.prefetch}: "
                           "must be >= 0")
-    if not 0 <= d.valid_fraction < 1:
-        raise ConfigError(f"data.valid_fraction={d.valid_fraction}: must be in [0, 1)")
     if d.mixture:
         _validate_mixture(d.mixture)
         return
@@ -165,6 +198,13 @@ def _validate_data(cfg):
     if not (os.path.exists(path) or glob.glob(path)):
         raise ConfigError(f"data.path={path!r}: no such file or directory; point it at a text "
                           "file, a glob, or a directory written by lmjax-prepare")
+    # Raw text is prepared on first use: prepare's own checks, naming the data.* fields.
+    try:
+        data.check_settings(cfg)
+    except ConfigError:
+        raise
+    except UsageError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _validate_mixture(mixture):

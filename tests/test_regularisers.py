@@ -27,7 +27,7 @@ def keep_masks(inter, cfg):
     H, T = cfg.model.num_heads, cfg.train.seq_len
     for i in range(cfg.model.num_layers):
         layer = inter[f"layer_{i}"]
-        probs = kept(layer["attn"]["probs_dropout"])  # (B, G, H/G, T, S)
+        probs = np.asarray(layer["attn"]["probs_keep"][0][0])  # (B, G, H/G, T, S)
         masks[f"layer_{i}"] = {"probs": probs.reshape(probs.shape[0], H, T, T),
                                "attn": kept(layer["Dropout_0"]), "mlp": kept(layer["Dropout_1"])}
     return masks
