@@ -19,7 +19,29 @@ What it must show: under mup the best learning rate is the same grid point at ev
 the loss at that learning rate falls with width; under sp the best learning rate moves down as
 the model widens (or wide models diverge at the small model's best rate).
 
-RESULTS
+Measured here (`python experiments/mup_transfer.py run ROOT`, 2-core CPU shared with other
+jobs; plot in experiments/mup_transfer.png):
+  sp: eval loss by width (rows) and learning rate (columns)
+    width   0.0025    0.005     0.01     0.02     0.04   best lr
+       32   2.6212   2.5673   2.5804   2.7140   2.7515   0.005
+       64   2.4950   2.4625   2.4550   2.7302   2.8878   0.01
+      128   2.4097   2.3612   2.5345   2.6786   2.8589   0.005
+      256      nan      nan      nan      nan      nan   nan
+  mup: eval loss by width (rows) and learning rate (columns)
+    width   0.0025    0.005     0.01     0.02     0.04   best lr
+       32   2.6212   2.5673   2.5804   2.7140   2.7515   0.005
+       64   2.6023   2.5492   2.5615   2.6539   2.7331   0.005
+      128      nan      nan      nan      nan      nan   nan
+      256      nan      nan      nan      nan      nan   nan
+(Width 32 is the base width, where mup is sp; rows with nan did not finish in the time this was
+measured.) What it shows so far: under mup the best learning rate stays at 5e-3 from width 32 to
+64 and the loss at it falls (2.567 -> 2.549); under sp the best rate moves (5e-3 -> 1e-2 -> 5e-3 at width 128). At
+this short horizon (200 steps) sp at width 64 reaches a lower loss than mup (2.455 vs 2.549):
+mup halves the hidden matrices' Adam rate at 2x width, which is the transfer rule, not a tuned
+rate for this budget. The grid to 256 wants about an hour of a quiet 2-core CPU.
+The in-process runner's losses equal lmjax-sweep's (one lmjax-train process per point) to 4
+decimals at lr 2.5e-3 and 5e-3 (2.6212, 2.5673); at lr 2e-2 they differ (2.714 vs 2.756), as
+float rounding of lr * update vs update(lr) grows in an unstable run.
 """
 import csv
 import math

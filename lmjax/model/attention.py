@@ -238,13 +238,14 @@ class Attention(nn.Module):
         W = c.sliding_window
         static = isinstance(local, bool)
 
+        kept = []  # the probabilities' dropout keep masks, when drawn outside a lax.cond
         if self.decode_len:
             q, k = rotate(q, positions_BxT, c, local), rotate(k, positions_BxT, c, local)
             window = (W if local else 0) if static else jnp.where(local, W, 0)
             out = cached_attention(self, q, k, v, positions_BxT, self.decode_len, c, window)
         else:
             backend = ATTENTION_BACKENDS[c.attention]
-            extra, kept = {}, []
+            extra = {}
             if c.dropout > 0 and not self.deterministic:
                 extra["dropout"] = probs_dropout(c.dropout, self.make_rng("dropout"),
                                                  kept if static else None)
@@ -259,7 +260,7 @@ class Attention(nn.Module):
             # static window, so the blockwise backend still skips the blocks outside it.
             out = attend(local)(q, k, v) if static else jax.lax.cond(local, attend(True),
                                                                      attend(False), q, k, v)
-        if kept:  # the probabilities' keep masks, for capture_intermediates (tests)
+        if kept:  # for capture_intermediates (tests)
             self.sow("intermediates", "probs_keep", tuple(kept))
         out = constrain(out, ("batch", "act_len", "act_heads", None))
         return Projection((H, K), (D,), ("heads", "head_dim", "embed"), c.use_bias,
