@@ -249,6 +249,7 @@ def test_full_disk_stops_in_one_line_keeps_the_checkpoint_and_resumes_exactly(pr
         assert errors[0].startswith(f"error: checkpoint save of step 8 to {workdir}/checkpoints"
                                     "/8 failed: No space left on device [ENOSPC]"), errors[0]
         assert "MiB" in errors[0] and "the previous checkpoint (step 4) is intact" in errors[0]
+        print(f"on a {(rest + one + one // 2) / 2**20:.2f} MiB tmpfs: {errors[0]}")
         assert h.checkpoint_steps(workdir) == [4]
         assert os.listdir(workdir + "/checkpoints") == ["4"]
         steps = [r["step"] for r in _records(workdir) if "train_loss" in r]
