@@ -10,7 +10,7 @@ import math
 import os
 import sys
 
-from lmjax.cli import ArgumentParser
+from lmjax.cli import ArgumentParser, check_output_file
 from lmjax.errors import UsageError
 
 
@@ -165,6 +165,7 @@ def main(argv=None) -> int:
         if missing:
             raise UsageError(f"{missing[0]}: no such workdir; pass directories written by "
                              "lmjax-train")
+        check_output_file(args.out, "--out")
         plot_runs(args.workdirs, args.out, x_key=args.x, title=args.title)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)

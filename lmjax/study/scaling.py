@@ -19,7 +19,8 @@ import sys
 
 import numpy as np
 
-from lmjax.cli import ArgumentParser
+from lmjax import io
+from lmjax.cli import ArgumentParser, check_output_file
 from lmjax.errors import UsageError
 
 # Hoffmann et al. 2022, "Training Compute-Optimal Large Language Models", eq. 10 (approach 3).
@@ -132,7 +133,7 @@ def load_runs(root: str, loss_key: str = "eval_loss"):
         raise UsageError(f"--workdir={root}: no such directory; pass the ROOT of an lmjax-sweep")
     names, rows = [], []
     for summary in sorted(root_path.glob("*/summary.json")):
-        record = json.loads(summary.read_text())
+        record = io.read_json(summary)
         loss = record.get(loss_key)
         if loss is None or not record.get("num_params") or not record.get("tokens"):
             continue
@@ -208,6 +209,9 @@ def main(argv=None) -> int:
     parser.add_argument("--huber_delta", type=float, default=1e-3)
     args = parser.parse_args(argv)
     try:
+        if not args.huber_delta > 0:
+            raise UsageError(f"--huber_delta={args.huber_delta}: must be > 0 (e.g. 1e-3)")
+        check_output_file(args.out or os.path.join(args.workdir, "scaling.png"), "--out")
         names, params, tokens, losses = load_runs(args.workdir, args.loss)
         coefs = fit(params, tokens, losses, delta=args.huber_delta)
     except UsageError as e:

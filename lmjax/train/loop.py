@@ -8,11 +8,13 @@ import numpy as np
 from etils import epath
 
 from lmjax import io, validation
+from lmjax.cli import check_workdir
+from lmjax.errors import UsageError
 from lmjax.data import make_data
 from lmjax.model import flops_per_token
 from lmjax.parallel import mesh as mesh_lib, shardings
 from lmjax.train import checkpoint, metrics as metrics_lib, mfu, preemption, state as state_lib
-from lmjax.train import step as step_lib
+from lmjax.train import step as step_lib, undo
 
 
 class NonFiniteError(RuntimeError):
@@ -32,6 +34,11 @@ class Trainer:
         self.train_step, self.eval_step = self.step.train_step, self.step.eval_step
         epath.Path(workdir).mkdir(parents=True, exist_ok=True)
         self.data = make_data(cfg, workdir, jax.process_index(), jax.process_count())
+        if cfg.train.sample_tokens > 0:  # refused now, not after training
+            try:
+                self.data.tokenizer.encode(cfg.train.sample_prompt)
+            except UsageError as e:
+                raise UsageError(f"train.sample_prompt={cfg.train.sample_prompt!r}: {e}") from None
         self.manager = checkpoint.make_manager(workdir, cfg.train)
 
     def mesh_context(self):
@@ -87,9 +94,10 @@ class Trainer:
         for line in lines:
             self.log(line)
 
-    def run(self) -> dict:
+    def run(self, restored=None) -> dict:
+        """Trains from `restored` (init_or_restore's result), or what init_or_restore gives."""
         cfg, t = self.cfg, self.cfg.train
-        state, start = self.init_or_restore()
+        state, start = restored or self.init_or_restore()
         self.state = state
         self.already_finished = start >= t.steps
         if self.already_finished:
@@ -220,9 +228,15 @@ def train(cfg, workdir: str) -> dict:
 
 
 def run(cfg, workdir: str) -> dict:
-    """Trains a config that lmjax.validation.prepare has already checked."""
-    trainer = Trainer(cfg, workdir)
-    summary = trainer.run()
+    """Trains a config that lmjax.validation.prepare has already checked.
+
+    Only a run that gets as far as its first step keeps what it created in the workdir.
+    """
+    with undo.undone_on_usage_error(workdir):
+        check_workdir(workdir)
+        trainer = Trainer(cfg, workdir)
+        restored = trainer.init_or_restore()
+    summary = trainer.run(restored)
     if not trainer.already_finished:
         finish(trainer, summary)
     return summary
