@@ -51,6 +51,11 @@ def base_config() -> ml_collections.ConfigDict:
     t.seq_len = 128
     t.eval_every = 250
     t.eval_steps = 20
+    # lm-eval tasks scored during training (lmjax/eval_tasks), comma separated; NAME:N caps one
+    # task at N examples. Logged as task/<name>/<metric> every eval_tasks_every steps (0 =
+    # at every eval_every) and at the last step.
+    t.eval_tasks = ""
+    t.eval_tasks_every = 0
     t.log_every = 10
     t.checkpoint_every = 500
     t.keep_checkpoints = 2  # recent checkpoints kept; older ones are deleted
@@ -59,6 +64,12 @@ def base_config() -> ml_collections.ConfigDict:
     t.sample_tokens = 200  # tokens sampled at the end of training (0 = none)
     t.sample_prompt = "\n"
     t.progress = True
+    # Reliability (lmjax.train.watchdog, barriers, saves): see the README's reliability table.
+    t.hang_timeout_s = 0.0  # no progress for this long is a hang; 0 = max(10 x median step, 600 s)
+    t.hang_compile_timeout_s = 3600.0  # the bound until the first step completes (first compile)
+    t.on_hang = "exit"  # exit (code 75, so the job restarts and resumes) | report | off
+    t.barrier_timeout_s = 600  # every multi-process barrier, orbax's too, and async-save commits
+    t.on_save_error = "stop"  # stop | continue: what a checkpoint save that fails does
 
     c.optim = o = ml_collections.ConfigDict()
     o.name = "adamw"  # a name in lmjax.train.optim.OPTIMIZERS

@@ -16,7 +16,20 @@ def write_text(path, text: str) -> None:
     """Writes `path` whole or not at all: a temporary file beside it, then a rename."""
     path = epath.Path(path)
     tmp = path.parent / (path.name + ".tmp")
-    tmp.write_text(text)
+    try:
+        tmp.write_text(text)
+    except OSError:
+        # A full disk: the old file stays whole, and no partial temporary is left to use space.
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    tmp.replace(path)
+
+
+def write_bytes(path, data: bytes) -> None:
+    path = epath.Path(path)
+    tmp = path.parent / (path.name + ".tmp")
+    tmp.write_bytes(data)
     tmp.replace(path)
 
 
@@ -33,15 +46,13 @@ def read_json(path):
                          "the command that wrote it") from None
 
 
-def move_aside(source, target_dir) -> str:
-    """Moves a file or directory into target_dir (created if needed); works on gs:// as well."""
-    source, target_dir = epath.Path(source), epath.Path(target_dir)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / source.name
+def move(source, target) -> None:
+    """Moves a file or directory to `target` (its parent is created); works on gs:// as well."""
+    source, target = epath.Path(source), epath.Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
     if is_remote(source):
         # Object stores cannot rename a prefix: copy every object, then delete the originals.
         source.copytree(target, dirs_exist_ok=True) if source.is_dir() else source.copy(target)
         source.rmtree() if source.is_dir() else source.unlink()
     else:
         os.replace(os.fspath(source), os.fspath(target))
-    return str(target)

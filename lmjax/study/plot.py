@@ -1,6 +1,7 @@
 """Plots people compare: loss curves of several runs, and a sweep's eval loss against its fields.
 
     lmjax-plot WORKDIR [WORKDIR ...] [--out=loss_curves.png] [--x=step|tokens]
+    lmjax-plot --goodput WORKDIR [WORKDIR ...] --out=goodput.png
 
 Each WORKDIR holds the metrics.jsonl that lmjax-train writes; train loss is drawn solid and eval
 loss dashed with markers, one colour per run.
@@ -9,7 +10,11 @@ import json
 import math
 import os
 import sys
+from io import BytesIO
 
+from etils import epath
+
+from lmjax import io
 from lmjax.cli import ArgumentParser, check_output_file
 from lmjax.errors import UsageError
 
@@ -44,16 +49,13 @@ def _series(records, x_key, y_key):
 
 
 def _save(fig, path: str) -> None:
-    from etils import epath
     import matplotlib.pyplot as plt
     out = epath.Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    # Write next to the target and rename, so a reader never sees half a PNG.
-    tmp = out.parent / (out.name + ".tmp")
-    with tmp.open("wb") as f:
-        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-    tmp.replace(out)
+    buffer = BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+    io.write_bytes(out, buffer.getvalue())  # a reader never sees half a PNG
 
 
 def _labels(workdirs):
@@ -99,6 +101,59 @@ def plot_runs(workdirs, out: str, x_key: str = "step", title: str = "") -> None:
     else:
         ax.legend(fontsize=7)
     _save(fig, out)
+
+
+def plot_goodput(workdirs, out: str, title: str = "") -> None:
+    """One horizontal bar per run: its wall time split into the goodput buckets (all restarts)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from etils import epath
+    from lmjax.train.goodput import BUCKETS, LEDGER
+    rows = []
+    for workdir, label in zip(workdirs, _labels(workdirs)):
+        path = epath.Path(workdir) / LEDGER
+        if path.exists():
+            ledger = json.loads(path.read_text())
+            rows.append((f"{label} ({ledger['goodput']:.0%} goodput)", ledger["buckets_s"]))
+    if not rows:
+        raise UsageError(f"no {LEDGER} in {', '.join(workdirs)}; pass workdirs of lmjax-train "
+                         "runs")
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.5 * len(rows)))
+    colors = matplotlib.colormaps["tab10"]
+    for i, bucket in enumerate(BUCKETS):
+        widths = [float(buckets.get(bucket, 0.0)) for _, buckets in rows]
+        lefts = [sum(float(b.get(k, 0.0)) for k in BUCKETS[:i]) for _, b in rows]
+        ax.barh([label for label, _ in rows], widths, left=lefts, color=colors(i), label=bucket)
+    ax.set_xlabel("wall time (s), summed over restarts")
+    ax.set_title(title or "where the time went", pad=24)  # room for the legend above the bars
+    ax.invert_yaxis()
+    ax.legend(fontsize=7, ncol=len(BUCKETS), loc="lower center", bbox_to_anchor=(0.5, 1.08))
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def plot_tasks(workdir: str, out: str) -> bool:
+    """loss.png's companion: every task/<name>/<metric> of metrics.jsonl against step."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    records = read_metrics(workdir)
+    keys = sorted({k for r in records for k in r if k.startswith("task/")})
+    if not keys:
+        return False
+    # One panel per metric: accuracies and perplexities do not share a scale.
+    fig, axes = plt.subplots(len(keys), 1, figsize=(8, 2.2 * len(keys) + 0.6), sharex=True,
+                             squeeze=False)
+    for ax, key in zip(axes[:, 0], keys):
+        xs, ys = _series(records, "step", key)
+        ax.plot(xs, ys, marker="o", markersize=3)
+        ax.set_ylabel(key[len("task/"):].replace("/", "\n"), fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("step")
+    axes[0, 0].set_title(f"{os.path.basename(os.path.normpath(workdir))}: lm-eval tasks")
+    _save(fig, out)
+    return True
 
 
 def _is_number(value) -> bool:
@@ -158,6 +213,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="loss_curves.png", help="PNG to write")
     parser.add_argument("--x", default="step", choices=("step", "tokens"))
     parser.add_argument("--title", default="")
+    parser.add_argument("--goodput", action="store_true",
+                        help="draw each run's wall-time breakdown (goodput.json) instead")
     args = parser.parse_args(argv)
     try:
         from etils import epath
@@ -166,7 +223,10 @@ def main(argv=None) -> int:
             raise UsageError(f"{missing[0]}: no such workdir; pass directories written by "
                              "lmjax-train")
         check_output_file(args.out, "--out")
-        plot_runs(args.workdirs, args.out, x_key=args.x, title=args.title)
+        if args.goodput:
+            plot_goodput(args.workdirs, args.out, title=args.title)
+        else:
+            plot_runs(args.workdirs, args.out, x_key=args.x, title=args.title)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

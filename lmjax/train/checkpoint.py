@@ -14,41 +14,44 @@ been committed. Restoring walks back from the newest step past any that cannot b
 import json
 import os
 import re
-import shutil
 import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
 import lmjax
-from lmjax.errors import UsageError
+from lmjax import io
+from lmjax.errors import NonFiniteError, UsageError
+from lmjax.train import barriers
 
 STATE, DATA, CONFIG = "state", "data", "config"
 ITEMS = (STATE, DATA, CONFIG)
 QUARANTINE = "checkpoints_unreadable"
 
 
-class NonFiniteCheckpointError(RuntimeError):
+class NonFiniteCheckpointError(NonFiniteError):
     """The state about to be saved holds NaN or Inf; nothing was written."""
 
 
 def checkpoint_dir(workdir: str) -> str:
-    if "://" in workdir:  # gs:// and other object stores: orbax reads and writes them directly
+    if io.is_remote(workdir):  # gs:// and other object stores: orbax reads and writes them directly
         return workdir.rstrip("/") + "/checkpoints"
     return os.path.abspath(os.path.join(workdir, "checkpoints"))
 
 
 def make_manager(workdir: str, train_cfg=None, read_only: bool = False,
-                 timeout_s: int = 1200) -> ocp.CheckpointManager:
+                 timeout_s: int | None = None) -> ocp.CheckpointManager:
     """The run's manager: keep the last `keep_checkpoints` steps and every `keep_every`-th.
 
     Saves are asynchronous; the loop decides when to save, so the manager never second-guesses
     a step it is handed.
     """
     keep = []
+    if timeout_s is None:  # the async commit is bounded like every other barrier
+        timeout_s = train_cfg.barrier_timeout_s if train_cfg is not None else 1200
     if train_cfg is not None:
         keep.append(policies.LatestN(n=max(1, train_cfg.keep_checkpoints)))
         if train_cfg.keep_every:
@@ -86,18 +89,16 @@ def all_finite(tree) -> bool:
         leaves))
 
 
-def gather_data_states(local_state: dict) -> list:
-    """Every process's data iterator state, in process order, on every process."""
+def gather_data_states(local_state: dict, step: int = 0) -> list:
+    """Every process's data iterator state, in process order, on every process.
+
+    Exchanged through the distributed key-value store, so a process that never arrives ends
+    the wait after train.barrier_timeout_s with its number, instead of hanging a collective.
+    """
     if jax.process_count() == 1:
         return [local_state]
-    from jax.experimental import multihost_utils
-    encoded = np.frombuffer(json.dumps(local_state).encode(), dtype=np.uint8)
-    lengths = multihost_utils.process_allgather(np.asarray([encoded.size], np.int32))
-    padded = np.zeros(int(np.max(lengths)), np.uint8)
-    padded[:encoded.size] = encoded
-    gathered = multihost_utils.process_allgather(padded)
-    return [json.loads(bytes(row[:int(n)]).decode())
-            for row, n in zip(np.asarray(gathered), np.asarray(lengths).reshape(-1))]
+    return barriers.exchange(f"lmjax_data_state/{step}", json.dumps(local_state),
+                             f"checkpoint save of step {step}", step, decode=json.loads)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, data_state: dict, config: dict,
@@ -111,7 +112,7 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_state: dict, con
         raise NonFiniteCheckpointError(
             f"the train state at step {step} holds NaN or Inf values; no checkpoint was written "
             "(the newest good one is kept). Lower optim.lr or check the initial parameters")
-    states = gather_data_states(data_state)
+    states = gather_data_states(data_state, step)
     metadata = {"step": int(step), "tokens_seen": int(tokens_seen), "wall_time": time.time(),
                 "lmjax_version": lmjax.__version__, "process_count": jax.process_count()}
     return manager.save(step, args=ocp.args.Composite(**{
@@ -191,26 +192,18 @@ def local_data_state(data_item: dict, what: str):
 
 def _quarantine(manager, steps, reasons):
     """Moves unreadable steps out of the way, so the run can save those steps again."""
-    target_root = os.path.join(os.path.dirname(str(manager.directory)), QUARANTINE)
+    target_root = epath.Path(manager.directory).parent / QUARANTINE
     if jax.process_index() == 0:
         for step, reason in zip(steps, reasons):
-            source = os.path.join(str(manager.directory), str(step))
-            if not os.path.isdir(source):
+            source = epath.Path(manager.directory) / str(step)
+            if not source.is_dir():
                 continue
-            os.makedirs(target_root, exist_ok=True)
-            target = os.path.join(target_root, f"{step}-{int(time.time())}")
-            shutil.move(source, target)
-            with open(os.path.join(target, "WHY.txt"), "w") as f:
-                f.write(reason + "\n")
-    _barrier("lmjax_quarantine")
+            target = target_root / f"{step}-{int(time.time())}"
+            io.move(source, target)
+            io.write_text(target / "WHY.txt", reason + "\n")
+    barriers.barrier("lmjax_quarantine", "moving unreadable checkpoints aside")
     manager.reload()
-    return target_root
-
-
-def _barrier(name: str):
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices(name)
+    return str(target_root)
 
 
 def restore_latest(manager, abstract_state, warn=print):

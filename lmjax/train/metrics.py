@@ -5,6 +5,9 @@ and close(); a new one is one entry in WRITERS. Only the main process writes.
 """
 import importlib.util
 import json
+import os
+import sys
+import uuid
 
 import numpy as np
 from etils import epath
@@ -18,7 +21,8 @@ WANDB_RUN_ID_FILE = "wandb_run_id.txt"
 class JsonlWriter:
     """One JSON object per line in WORKDIR/metrics.jsonl.
 
-    Local files are appended to; object stores (gs://) cannot append, so there the file is
+    Local files are appended to, whole lines only (a write a full disk cuts short is undone and
+    retried at the next write); object stores (gs://) cannot append, so there the file is
     rewritten whole.
     """
 
@@ -28,6 +32,7 @@ class JsonlWriter:
         self.path = epath.Path(workdir) / "metrics.jsonl"
         self.remote = io.is_remote(workdir)
         self.lines = None
+        self.backlog, self.warned = [], False  # lines a full disk has not taken yet
 
     def read_lines(self) -> list[str]:
         if not self.path.exists():
@@ -52,20 +57,53 @@ class JsonlWriter:
             self.lines = self.read_lines() if self.lines is None else self.lines
             self.lines.append(line)
             io.write_text(self.path, "".join(self.lines))
-        else:
-            with open(self.path, "a") as f:
-                f.write(line)
+            return
+        self.backlog.append(line)
+        data = "".join(self.backlog).encode()
+        with open(self.path, "ab", buffering=0) as f:  # unbuffered: nothing left to flush later
+            size = f.seek(0, os.SEEK_END)
+            try:
+                done = 0
+                while done < len(data):
+                    done += f.write(data[done:])
+            except OSError as e:
+                # A full disk: cut back to whole lines; the lines wait for the next write.
+                f.truncate(size)
+                if not self.warned:
+                    print(f"warning: could not append to {self.path} ({e.strerror or e}); "
+                          "holding the lines in memory and retrying at the next log step",
+                          file=sys.stderr, flush=True)
+                    self.warned = True
+                return
+        self.backlog = []
 
     def close(self):
         pass
+
+
+def summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without torch.
+
+    tensorboardX imports torch, when it is installed, only to recognise torch tensors; lmjax
+    logs Python floats, and torch's import costs ~200 MiB of RSS. A process that already
+    imported torch keeps it.
+    """
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+        return SummaryWriter
+    sys.modules["torch"] = None  # `import torch` raises ImportError while tensorboardX loads
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
 
 
 class TensorBoardWriter:
     requires = "tensorboardX"
 
     def __init__(self, cfg, workdir: str):
-        from tensorboardX import SummaryWriter
-        self.writer = SummaryWriter(str(epath.Path(workdir) / "tensorboard"))
+        self.writer = summary_writer_class()(str(epath.Path(workdir) / "tensorboard"))
 
     def truncate_after(self, step: int):
         pass  # TensorBoard shows the newest value of a step; a resumed run overwrites
@@ -91,7 +129,7 @@ class WandbWriter:
     def __init__(self, cfg, workdir: str):
         import wandb
         id_file = epath.Path(workdir) / WANDB_RUN_ID_FILE
-        run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
         if not id_file.exists():
             io.write_text(id_file, run_id)
         m = cfg.metrics

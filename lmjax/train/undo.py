@@ -3,35 +3,38 @@
 Setup (the workdir, WORKDIR/data prepared on first use, the checkpoint directory) happens before
 some checks can run: the prepared tokens may be too few for one window, the tokenizer larger than
 the model's vocabulary, or the workdir's checkpoints those of another model. When such a check
-raises a UsageError, every entry the setup added is removed, and the workdir itself when this run
-created it; what was there before is left exactly as it was.
+fails, `NewEntries.remove()` takes away every entry added since it looked, and the workdir itself
+when it did not exist then; what was there before is left exactly as it was.
 """
 import contextlib
 import os
 import shutil
 
 from lmjax import io
-from lmjax.errors import UsageError
 
 
-@contextlib.contextmanager
-def undone_on_usage_error(workdir: str):
-    if io.is_remote(workdir):  # object stores: nothing is prepared there (raw text is refused)
-        yield
-        return
-    existed = os.path.isdir(workdir)
-    before = set(os.listdir(workdir)) if existed else set()
-    try:
-        yield
-    except UsageError:
-        if not existed:
-            shutil.rmtree(workdir, ignore_errors=True)
-        elif os.path.isdir(workdir):
-            for name in set(os.listdir(workdir)) - before:
-                path = os.path.join(workdir, name)
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.remove(path)
-        raise
+class NewEntries:
+    """What a local workdir holds now, to remove later whatever was added since."""
+
+    def __init__(self, workdir: str):
+        self.workdir = workdir
+        # Object stores: nothing is prepared there (raw text is refused for remote workdirs).
+        self.remote = io.is_remote(workdir)
+        self.existed = not self.remote and os.path.isdir(workdir)
+        self.before = set(os.listdir(workdir)) if self.existed else set()
+
+    def remove(self) -> None:
+        if self.remote:
+            return
+        if not self.existed:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            return
+        if not os.path.isdir(self.workdir):
+            return
+        for name in set(os.listdir(self.workdir)) - self.before:
+            path = os.path.join(self.workdir, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
