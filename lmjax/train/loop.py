@@ -26,11 +26,8 @@ class Trainer:
         self.cfg, self.workdir = cfg, workdir
         self.guard = guard or guard_lib.RunGuard(cfg, workdir)
         self.is_main = jax.process_index() == 0
-        self.mesh = mesh_lib.make_mesh(cfg)
-        self.step = step_lib.build(cfg, self.mesh)
-        self.model, self.tx = self.step.model, self.step.tx
-        self.state_sh, self.batch_sh = self.step.state_shardings, self.step.batch_sharding
-        self.train_step, self.eval_step = self.step.train_step, self.step.eval_step
+        # The data first: its checks (too few tokens, a tokenizer larger than the model's
+        # vocabulary) refuse a run before anything is traced or compiled.
         epath.Path(workdir).mkdir(parents=True, exist_ok=True)
         self.data = make_data(cfg, workdir, jax.process_index(), jax.process_count())
         if cfg.train.sample_tokens > 0:  # refused now, not after training
@@ -38,6 +35,11 @@ class Trainer:
                 self.data.tokenizer.encode(cfg.train.sample_prompt)
             except UsageError as e:
                 raise UsageError(f"train.sample_prompt={cfg.train.sample_prompt!r}: {e}") from None
+        self.mesh = mesh_lib.make_mesh(cfg)
+        self.step = step_lib.build(cfg, self.mesh)
+        self.model, self.tx = self.step.model, self.step.tx
+        self.state_sh, self.batch_sh = self.step.state_shardings, self.step.batch_sharding
+        self.train_step, self.eval_step = self.step.train_step, self.step.eval_step
         self.manager = checkpoint.make_manager(workdir, cfg.train)
         self.guard.attach(self.manager)
         self.task_evals = None
