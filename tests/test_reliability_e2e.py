@@ -74,7 +74,7 @@ def test_blocked_input_pipeline_exits_with_the_hang_code_and_resumes_exactly(pre
     assert result.returncode == HANG_EXIT_CODE, result.stderr[-3000:]
     assert os.listdir(os.path.join(workdir, "hangs")) == ["0-6.txt"]  # nothing for the slow one
     report = open(os.path.join(workdir, "hangs", "0-6.txt")).read()
-    assert "phase step" in report and "__next__" in report and "Event().wait" in report
+    assert "phase step" in report and "in __next__" in report  # the blocked thread's stack
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: no progress for") and f"code {HANG_EXIT_CODE}" in last
     print(f"hang reported and exited {elapsed:.0f} s after start")
@@ -164,6 +164,7 @@ def test_a_save_barrier_one_process_never_reaches_ends_in_one_line(tmp_path):
     processes[1].kill()
     assert processes[0].returncode == HANG_EXIT_CODE, err[-3000:]
     seconds, message = out.strip().split(" ", 1)
+    print(f"the save gave up {seconds} s after it started: {message}")
     assert float(seconds) <= 5 + 5, seconds
     assert message.startswith("error: checkpoint save of step 3: process 1 never arrived "
                               "within train.barrier_timeout_s=5 s"), message

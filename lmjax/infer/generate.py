@@ -2,7 +2,8 @@
 
 Prompts of different lengths share a batch: they are right-padded to a bucketed length, each row
 keeps its own position, and the cache slot of a token is its position (see
-lmjax.model.attention.cached_attention). Shapes are static per (batch, prompt bucket, cache
+lmjax.model.attention.cached_attention); a local (sliding-window) layer keeps only its window, in
+a ring buffer. Shapes are static per (batch, prompt bucket, cache
 length), so a run compiles the prefill once and the decode step once.
 
 The cache holds min(model.max_seq_len, longest prompt + max_new_tokens) slots, rounded up. When a
@@ -106,7 +107,10 @@ class Generator:
 
         def prefill(params, tokens_BxP, lengths_B, done_B, eos_E, rng):
             B, P = tokens_BxP.shape
-            positions_BxP = jnp.broadcast_to(jnp.arange(P, dtype=jnp.int32), (B, P))
+            # Padding past a row's length gets position -1: ring-buffer caches of local layers
+            # never store it (it would evict the row's own recent keys).
+            steps_P = jnp.arange(P, dtype=jnp.int32)
+            positions_BxP = jnp.where(steps_P[None, :] < lengths_B[:, None], steps_P[None, :], -1)
             logits_BxPxV, variables = model.apply({"params": params}, tokens_BxP, positions_BxP,
                                                   mutable=["cache"])
             last_BxV = jnp.take_along_axis(logits_BxPxV, (lengths_B - 1)[:, None, None],
@@ -135,8 +139,13 @@ class Generator:
 
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                  sampling: Sampling = Sampling(), seed: int = 0,
-                 eos_ids: Sequence[int] = ()) -> list[list[int]]:
-        """New token ids for each prompt; a row ends before its first EOS id or at max_new_tokens."""
+                 eos_ids: Sequence[int] = (), complete=None) -> list[list[int]]:
+        """New token ids for each prompt; a row ends before its first EOS id or at max_new_tokens.
+
+        complete(new_ids) -> bool, when given, may end generation early: once it holds for every
+        row not yet at EOS (checked every EOS_CHECK_EVERY steps, e.g. a stop string appeared).
+        Rows keep their tokens past that point; the caller cuts them.
+        """
         sampling.check()
         limit = self.cfg.model.max_seq_len
         if not prompts:
@@ -164,7 +173,8 @@ class Generator:
             steps.append((tokens, done))
             next_position = max(len(r) for r in rows)  # of the longest row, known on the host
             for step in range(1, max_new_tokens):
-                if step % EOS_CHECK_EVERY == 0 and bool(jax.device_get(done).all()):
+                if step % EOS_CHECK_EVERY == 0 and self._all_done(done, steps, generated, n,
+                                                                  complete):
                     break
                 if next_position >= cache_len:
                     # The context is full: slide by re-prefilling from the most recent tokens.
@@ -196,6 +206,13 @@ class Generator:
         return prefill(self.params, jax.device_put(tokens, self.batch_sh),
                        jax.device_put(lengths, vector_sh), jax.device_put(done, vector_sh), eos,
                        rng)
+
+    def _all_done(self, done, steps, generated, n, complete) -> bool:
+        if complete is None:
+            return bool(jax.device_get(done).all())
+        self._collect(steps, generated)
+        at_eos = np.asarray(jax.device_get(done))
+        return all(d or complete(g) for d, g in zip(at_eos[:n], generated[:n]))
 
     @staticmethod
     def _collect(steps, generated):
