@@ -9,20 +9,23 @@ import jax.numpy as jnp
 
 from lmjax.model.attention import Attention
 from lmjax.model.layers import Embed, Norm, Projection, constrain
+from lmjax.model import aux
 from lmjax.model.mlp import MLP
+from lmjax.model.moe import is_moe_layer
 from lmjax.model.positions import POSITIONS
 
 
 class Block(nn.Module):
     cfg: object  # the model section of the config
     decode_len: int = 0  # > 0: attention keeps a KV cache of this length ('cache' collection)
+    mlp: str = ""  # the MLP kind of this layer ("" = cfg.mlp)
 
     @nn.compact
     def __call__(self, x_BxTxD, positions_BxT, segments_BxT):
         c = self.cfg
         attn = Attention(c, decode_len=self.decode_len, name="attn")
         x_BxTxD = x_BxTxD + attn(Norm(c, name="attn_norm")(x_BxTxD), positions_BxT, segments_BxT)
-        x_BxTxD = x_BxTxD + MLP(c, name="mlp")(Norm(c, name="mlp_norm")(x_BxTxD))
+        x_BxTxD = x_BxTxD + MLP(c, self.mlp, name="mlp")(Norm(c, name="mlp_norm")(x_BxTxD))
         x_BxTxD = constrain(x_BxTxD, ("batch", "act_len", "act_embed"))
         return x_BxTxD, None
 
@@ -57,13 +60,15 @@ class Transformer(nn.Module):
 
         block = remat_block(c.remat_policy, c.scan_layers)
         if c.scan_layers:
-            stack = nn.scan(block, variable_axes={"params": 0, "cache": 0}, split_rngs={"params": True},
+            stack = nn.scan(block, variable_axes={"params": 0, "cache": 0, aux.COLLECTION: 0}, split_rngs={"params": True},
                             in_axes=(nn.broadcast, nn.broadcast), length=c.num_layers,
                             metadata_params={nn.PARTITION_NAME: "layers"})
             x_BxTxD, _ = stack(c, self.decode_len, name="layers")(x_BxTxD, positions_BxT, segments_BxT)
         else:
             for i in range(c.num_layers):
-                x_BxTxD, _ = block(c, self.decode_len, name=f"layer_{i}")(x_BxTxD, positions_BxT, segments_BxT)
+                kind = "swiglu" if c.mlp == "moe" and not is_moe_layer(c, i) else c.mlp
+                x_BxTxD, _ = block(c, self.decode_len, kind, name=f"layer_{i}")(
+                    x_BxTxD, positions_BxT, segments_BxT)
 
         x_BxTxD = Norm(c, name="final_norm")(x_BxTxD)
         if c.tie_embeddings:
