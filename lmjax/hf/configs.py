@@ -1,4 +1,4 @@
-"""Hugging Face config.json <-> lmjax model config: GPT-2, the LLaMA family, Mixtral (MoE).
+"""Hugging Face config.json <-> lmjax model config, for GPT-2 and the LLaMA family.
 
 Every HF feature lmjax cannot compute exactly is refused by name, so an imported model either
 gives the same logits as transformers or does not load.
@@ -6,14 +6,11 @@ gives the same logits as transformers or does not load.
 from lmjax import config as config_lib
 from lmjax.errors import UsageError
 
-GPT2, LLAMA, MIXTRAL = "gpt2", "llama", "mixtral"
+GPT2, LLAMA = "gpt2", "llama"
 LLAMA_TYPES = ("llama", "mistral")
-# Families whose MLPs are lmjax's MoE (model.mlp = "moe"); attention and norms as LLaMA.
-MOE_FAMILIES = (MIXTRAL,)
 GPT2_ACTIVATIONS = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "gelu_fast": "gelu",
                     "gelu": "gelu_exact"}
-SUPPORTED = ("gpt2 (GPT2LMHeadModel), llama / mistral (LlamaForCausalLM, MistralForCausalLM), "
-             "mixtral (MixtralForCausalLM)")
+SUPPORTED = "gpt2 (GPT2LMHeadModel), llama / mistral (LlamaForCausalLM, MistralForCausalLM)"
 
 
 def family_of(hf: dict, where: str) -> str:
@@ -22,14 +19,12 @@ def family_of(hf: dict, where: str) -> str:
         family = GPT2
     elif model_type in LLAMA_TYPES:
         family = LLAMA
-    elif model_type in MOE_FAMILIES:
-        family = model_type
     else:
         raise UsageError(f"{where}: model_type={model_type!r} is not supported; lmjax imports "
                          f"{SUPPORTED}")
     archs = hf.get("architectures") or []
     causal = [a for a in archs if a.endswith("LMHeadModel") or a.endswith("ForCausalLM")
-              or a in ("GPT2Model", "LlamaModel", "MistralModel", "MixtralModel")]
+              or a in ("GPT2Model", "LlamaModel", "MistralModel")]
     if archs and not causal:
         raise UsageError(f"{where}: architectures={archs} is not a causal LM; lmjax imports "
                          f"{SUPPORTED}")
@@ -103,22 +98,8 @@ def to_lmjax(hf: dict, where: str):
                       tie_embeddings=bool(hf.get("tie_word_embeddings", False)))
     for key, value in fields.items():
         m[key] = value
-    if family in MOE_FAMILIES:
-        m.mlp = "moe"
-        for key, value in _moe_fields(hf, family, where).items():
-            m.moe[key] = value
     cfg.train.seq_len = min(cfg.train.seq_len, m.max_seq_len)
     return family, cfg
-
-
-def _moe_fields(hf: dict, family: str, where: str) -> dict:
-    """model.moe from a Mixtral config.json (model.mlp and model.d_ff are set by the caller)."""
-    jitter = hf.get("router_jitter_noise", 0.0)
-    if jitter:
-        _unsupported(where, "router_jitter_noise", jitter, "lmjax's router adds no noise")
-    return dict(num_experts=hf["num_local_experts"], top_k=hf["num_experts_per_tok"],
-                d_ff=hf["intermediate_size"], shared_d_ff=0, shared_gate=False, every=1,
-                renormalize=True, aux_loss_coef=float(hf.get("router_aux_loss_coef", 0.0)))
 
 
 def family_for_export(m) -> str:
@@ -134,16 +115,6 @@ def family_for_export(m) -> str:
         return GPT2
     if m.positions == "rope" and m.norm == "rmsnorm" and m.mlp == "swiglu":
         return LLAMA
-    if m.positions == "rope" and m.norm == "rmsnorm" and m.mlp == "moe":
-        e = m.moe
-        for field, value, needed in (("every", e.every, 1), ("shared_d_ff", e.shared_d_ff, 0),
-                                     ("renormalize", e.renormalize, True),
-                                     ("use_bias", m.use_bias, False)):
-            if value != needed:
-                name = "model." + ("" if field == "use_bias" else "moe.") + field
-                raise UsageError(f"{name}={value!r}: Mixtral needs {needed!r}; transformers "
-                                 "cannot load this MoE variant")
-        return MIXTRAL
     raise UsageError(f"model.positions={m.positions!r}, model.norm={m.norm!r}, model.mlp="
                      f"{m.mlp!r}: neither GPT-2 (learned, layernorm, gelu) nor LLaMA (rope, "
                      "rmsnorm, swiglu); transformers cannot load this combination")
@@ -171,14 +142,6 @@ def to_hf(m, family: str, dtype: str, special_ids: dict) -> dict:
               "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_theta},
               "attention_bias": bool(m.use_bias), "mlp_bias": bool(m.use_bias),
               "attention_dropout": 0.0, "tie_word_embeddings": bool(m.tie_embeddings)}
-    if family == MIXTRAL:
-        e = m.moe
-        hf.update({"architectures": ["MixtralForCausalLM"], "model_type": "mixtral",
-                   "intermediate_size": e.d_ff or m.d_ff, "num_local_experts": e.num_experts,
-                   "num_experts_per_tok": e.top_k, "router_aux_loss_coef": e.aux_loss_coef,
-                   "router_jitter_noise": 0.0, "sliding_window": None})
-        for key in ("attention_bias", "mlp_bias"):
-            del hf[key]
     hf["torch_dtype"] = dtype
     hf.update({k: v for k, v in special_ids.items() if v is not None and v >= 0})
     return hf

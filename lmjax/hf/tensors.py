@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from lmjax.hf.configs import GPT2, MIXTRAL
+from lmjax.hf.configs import GPT2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,11 +20,6 @@ class Entry:
     n_in: int = 1  # leading lmjax dims on the input side of a kernel (0 for biases)
     part: tuple = (0, 1)  # (index, count): one of `count` equal slices of HF's last axis
     layer: bool = True
-    expert: bool = False  # lmjax stacks experts on a leading axis; HF has one tensor each ("{e}")
-    moe_layers: bool | None = None  # only MoE layers (True), only dense ones (False), all (None)
-
-    def name(self, layer, expert=None) -> str:
-        return self.hf.format(i=layer, e=expert)
 
     def hf_shape(self, lmjax_shape) -> tuple:
         lead = math.prod(lmjax_shape[:self.n_in])
@@ -66,21 +61,7 @@ def entries(family: str, model_cfg, hf_cfg: dict, prefix: str) -> list[Entry]:
     m = model_cfg
     if family == GPT2:
         return _gpt2(m, prefix)
-    out = _llama(m, hf_cfg, prefix)
-    if family == MIXTRAL:
-        out = [e for e in out if e.path[0] != "mlp"] + _mixtral_moe(prefix)
-    return out
-
-
-def _mixtral_moe(p) -> list[Entry]:
-    h = p + "layers.{i}.block_sparse_moe."
-    return [Entry(("mlp", "router"), h + "gate.weight", "linear", moe_layers=True),
-            Entry(("mlp", "expert_gate"), h + "experts.{e}.w1.weight", "linear", expert=True,
-                  moe_layers=True),
-            Entry(("mlp", "expert_up"), h + "experts.{e}.w3.weight", "linear", expert=True,
-                  moe_layers=True),
-            Entry(("mlp", "expert_down"), h + "experts.{e}.w2.weight", "linear", expert=True,
-                  moe_layers=True)]
+    return _llama(m, hf_cfg, prefix)
 
 
 def _gpt2(m, p) -> list[Entry]:
