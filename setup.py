@@ -1,4 +1,21 @@
+import os
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+PTH = "lmjax-lm-eval.pth"  # registers the `lmjax` model with lm-eval (lmjax/lm_eval_plugin.py)
+
+
+class BuildWithPth(build_py):
+    """Also puts the .pth start-up hook at the top of site-packages (wheels and editable)."""
+
+    def run(self):
+        super().run()
+        self.copy_file(PTH, os.path.join(self.build_lib, PTH), preserve_mode=0)
+
+    def get_outputs(self, include_bytecode=1):
+        return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, PTH)]
+
 
 setup(
     name="lmjax",
@@ -8,7 +25,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["lmjax", "lmjax.*"]),
-    package_data={"lmjax.data": ["tinyshakespeare.txt", "tinyshakespeare.SOURCE.txt"]},
+    package_data={"lmjax.data": ["tinyshakespeare.txt", "tinyshakespeare.SOURCE.txt"],
+                  "lmjax.eval_tasks": ["*.yaml", "README.md", "data/*.jsonl"]},
     install_requires=[
         "jax>=0.7,<0.11",
         "flax>=0.11,<0.13",
@@ -22,6 +40,7 @@ setup(
         "tqdm>=4.66,<5",
         "matplotlib>=3.8,<4",
         "safetensors>=0.4,<1",
+        "scipy>=1.11,<2",  # L-BFGS-B for the scaling-law fits
     ],
     extras_require={
         "test": [
@@ -30,11 +49,15 @@ setup(
             "transformers>=4.46,<6",
             "tokenizers>=0.20,<1",
             "wandb>=0.19,<1",
+            "lm-eval>=0.4.13,<0.5",
+            "accelerate>=1,<2",  # lm-eval's HF backend, the reference the parity tests compare to
         ],
+        "eval": ["lm-eval>=0.4.13,<0.5"],
         "wandb": ["wandb>=0.19,<1"],
         "tpu": ["jax[tpu]>=0.7,<0.11"],
         "cuda": ["jax[cuda12]>=0.7,<0.11"],
     },
+    cmdclass={"build_py": BuildWithPth},
     entry_points={
         "console_scripts": [
             "lmjax-train=lmjax.main:train_main",

@@ -48,7 +48,7 @@ def child_nanogpt(size, steps):
 
 
 def child_peak():
-    from lmjax.train.metrics import measure_matmul_flops
+    from lmjax.train.mfu import measure_matmul_flops
     return {"flops": max(measure_matmul_flops(n) for n in (1024, 2048))}
 
 

@@ -6,7 +6,8 @@ import argparse
 import os
 import sys
 
-from lmjax.errors import UsageError
+from lmjax import io
+from lmjax.errors import NonFiniteError, UsageError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -32,12 +33,8 @@ def run_command(fn):
     except Preempted as e:
         say_once(str(e))
         sys.exit(e.exit_code)
-    except RuntimeError as e:
+    except NonFiniteError as e:
         # A NaN/Inf stop is the run's outcome, not a crash: one line, exit code 1.
-        from lmjax.train.checkpoint import NonFiniteCheckpointError
-        from lmjax.train.loop import NonFiniteError
-        if not isinstance(e, (NonFiniteError, NonFiniteCheckpointError)):
-            raise
         say_once(f"error: {e}")
         sys.exit(1)
 
@@ -51,7 +48,7 @@ def say_once(message: str):
 
 def check_workdir(workdir: str):
     """UsageError unless `workdir` is (or can become) a writable directory."""
-    if "://" in workdir:
+    if io.is_remote(workdir):
         return  # object stores (gs://) have no directories to check; orbax reports access errors
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise UsageError(f"--workdir={workdir}: exists and is not a directory")

@@ -64,6 +64,11 @@ def base_config() -> ml_collections.ConfigDict:
     t.seq_len = 128
     t.eval_every = 250
     t.eval_steps = 20
+    # lm-eval tasks scored during training (lmjax/eval_tasks), comma separated; NAME:N caps one
+    # task at N examples. Logged as task/<name>/<metric> every eval_tasks_every steps (0 =
+    # at every eval_every) and at the last step.
+    t.eval_tasks = ""
+    t.eval_tasks_every = 0
     t.log_every = 10
     t.checkpoint_every = 500
     t.keep_checkpoints = 2  # recent checkpoints kept; older ones are deleted
@@ -79,7 +84,11 @@ def base_config() -> ml_collections.ConfigDict:
     o.min_lr = 1e-4
     o.warmup_steps = 100
     o.decay_steps = 0  # 0 = train.steps
-    o.schedule = "cosine"  # cosine | linear | constant
+    o.schedule = "cosine"  # a name in lmjax.train.schedules.SCHEDULES: cosine | linear | constant | wsd
+    # wsd: the decay starts at decay_start (0 = over the last decay_fraction of the horizon)
+    o.decay_fraction = 0.2
+    o.decay_start = 0
+    o.decay_shape = "linear"  # linear | cosine | 1-sqrt
     o.weight_decay = 0.1
     o.decay_embeddings = False
     o.grad_clip = 1.0  # 0 = no clipping

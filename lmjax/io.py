@@ -18,6 +18,13 @@ def write_text(path, text: str) -> None:
     tmp.replace(path)
 
 
+def write_bytes(path, data: bytes) -> None:
+    path = epath.Path(path)
+    tmp = path.parent / (path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
 def write_json(path, payload, indent: int | None = 1) -> None:
     write_text(path, json.dumps(payload, indent=indent) + ("\n" if indent is not None else ""))
 
@@ -26,15 +33,13 @@ def read_json(path):
     return json.loads(epath.Path(path).read_text())
 
 
-def move_aside(source, target_dir) -> str:
-    """Moves a file or directory into target_dir (created if needed); works on gs:// as well."""
-    source, target_dir = epath.Path(source), epath.Path(target_dir)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / source.name
+def move(source, target) -> None:
+    """Moves a file or directory to `target` (its parent is created); works on gs:// as well."""
+    source, target = epath.Path(source), epath.Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
     if is_remote(source):
         # Object stores cannot rename a prefix: copy every object, then delete the originals.
         source.copytree(target, dirs_exist_ok=True) if source.is_dir() else source.copy(target)
         source.rmtree() if source.is_dir() else source.unlink()
     else:
         os.replace(os.fspath(source), os.fspath(target))
-    return str(target)

@@ -8,8 +8,8 @@ import glob
 import math
 import os
 
-from lmjax import config as config_lib
-from lmjax.errors import ConfigError
+from lmjax import config as config_lib, data
+from lmjax.errors import ConfigError, UsageError
 from lmjax.model.attention import ATTENTION_BACKENDS
 from lmjax.model.layers import NORMS
 from lmjax.model.mlp import MLPS
@@ -18,6 +18,7 @@ from lmjax.model.positions import POSITIONS
 from lmjax.parallel.mesh import BATCH_AXES, mesh_shape
 from lmjax.train.metrics import WRITERS, check_writer_packages
 from lmjax.train.optim import OPTIMIZERS, SCHEDULES
+from lmjax.train.schedules import DECAY_SHAPES, horizon
 
 
 def prepare(cfg, num_devices: int | None = None, log=print):
@@ -48,6 +49,12 @@ def validate(cfg, num_devices: int | None = None):
         _positive(cfg, field)
     if t.eval_steps < 0:
         raise ConfigError(f"train.eval_steps={t.eval_steps}: must be >= 0 (0 = no eval)")
+    if t.eval_tasks_every < 0:
+        raise ConfigError(f"train.eval_tasks_every={t.eval_tasks_every}: must be >= 0 (0 = at "
+                          "every train.eval_every)")
+    if t.eval_tasks:
+        from lmjax.train import task_evals
+        task_evals.check(cfg)
     if o.warmup_steps < 0:
         raise ConfigError(f"optim.warmup_steps={o.warmup_steps}: must be >= 0")
     if o.min_lr < 0 or o.min_lr > o.lr:
@@ -57,11 +64,8 @@ def validate(cfg, num_devices: int | None = None):
         "model.attention": ATTENTION_BACKENDS,
         "model.dtype": ("float32", "bfloat16", "float16"),
         "model.param_dtype": ("float32", "bfloat16"),
-        "optim.name": OPTIMIZERS, "optim.schedule": SCHEDULES,
+        "optim.name": OPTIMIZERS, "optim.schedule": SCHEDULES, "optim.decay_shape": DECAY_SHAPES,
         "train.nonfinite": ("error", "skip"),
-        "data.tokenizer": ("char", "bytes", "sentencepiece"),
-        "data.model_type": ("bpe", "unigram"),
-        "data.invalid_utf8": ("error", "replace"),
     }
     for field, allowed in choices.items():
         group, leaf = field.split(".")
@@ -94,6 +98,7 @@ def validate(cfg, num_devices: int | None = None):
                           f"optim.grad_accum_steps={o.grad_accum_steps}")
     if m.mlp == "moe":
         _validate_moe(m)
+    _validate_schedule(cfg)
     _validate_mesh(cfg, num_devices)
     _validate_data(cfg)
 
@@ -116,6 +121,21 @@ def _validate_moe(m):
     if e.every > 1 and m.scan_layers:
         raise ConfigError(f"model.moe.every={e.every}: mixes MoE and dense layers, which a scan "
                           "over identical layers cannot; set model.scan_layers=False or every=1")
+
+
+def _validate_schedule(cfg):
+    o = cfg.optim
+    if not 0 < o.decay_fraction <= 1:
+        raise ConfigError(f"optim.decay_fraction={o.decay_fraction}: must be in (0, 1]")
+    if o.decay_start < 0:
+        raise ConfigError(f"optim.decay_start={o.decay_start}: must be >= 0 (0 = use "
+                          "optim.decay_fraction)")
+    if o.schedule == "wsd" and o.decay_start:
+        end = horizon(o, cfg.train.steps)
+        if not o.warmup_steps <= o.decay_start < end:
+            raise ConfigError(f"optim.decay_start={o.decay_start}: must lie in [optim.warmup_steps"
+                              f"={o.warmup_steps}, {end}) (the schedule's horizon, optim."
+                              "decay_steps or train.steps)")
 
 
 def _validate_mesh(cfg, num_devices):
@@ -159,14 +179,19 @@ def _validate_data(cfg):
     if d.window_stride < 0 or d.prefetch < 0:
         raise ConfigError(f"data.window_stride={d.window_stride}, data.prefetch={d.prefetch}: "
                           "must be >= 0")
-    if not 0 <= d.valid_fraction < 1:
-        raise ConfigError(f"data.valid_fraction={d.valid_fraction}: must be in [0, 1)")
     path = d.path
     if not path:
         return
     if not (os.path.exists(path) or glob.glob(path)):
         raise ConfigError(f"data.path={path!r}: no such file or directory; point it at a text "
                           "file, a glob, or a directory written by lmjax-prepare")
+    # Raw text is prepared on first use: prepare's own checks, naming the data.* fields.
+    try:
+        data.check_settings(cfg)
+    except ConfigError:
+        raise
+    except UsageError as e:
+        raise ConfigError(str(e)) from None
 
 
 def to_dict(cfg) -> dict:

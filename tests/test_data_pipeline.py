@@ -171,8 +171,21 @@ def test_first_use_errors_name_config_fields(tmp_path):
                                          r"new --workdir"):
         make_data(cfg, workdir)
     cfg.data.tokenizer, cfg.data.vocab_size = "sentencepiece", 0
-    with pytest.raises(UsageError, match="data.vocab_size: required"):
+    with pytest.raises(UsageError, match=r"^data.vocab_size: required with "
+                                         r"data.tokenizer=sentencepiece \(e.g. 8000\)$"):
         make_data(cfg, str(tmp_path / "other"))
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("ok line\ncaf\xe9\n".encode("latin-1"))
+    cfg = config(str(latin1))
+    with pytest.raises(UsageError, match=r"latin1.txt: byte 0xe9 at offset 11 is not UTF-8; .* "
+                                         r"set data.invalid_utf8=replace$") as err:
+        make_data(cfg, str(tmp_path / "latin"))
+    assert "--" not in str(err.value)
+    cfg.data.valid_fraction = 0.5
+    (tmp_path / "one.txt").write_text("x")
+    cfg.data.path = str(tmp_path / "one.txt")
+    with pytest.raises(UsageError, match=r"^data.valid_fraction=0.5: the input is too small"):
+        make_data(cfg, str(tmp_path / "one"))
 
 
 def test_a_prepared_directory_is_used_as_is(tmp_path):

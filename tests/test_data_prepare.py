@@ -142,7 +142,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
     cases = [
         ([f"--input={tmp_path}/nothing*.txt"], "nothing*.txt: matches no files"),
         ([f"--input={empty}"], "empty.txt: the file is empty"),
-        ([f"--input={latin1}"], "latin1.txt: byte 0xe9 at offset 11 is not UTF-8"),
+        ([f"--input={latin1}"], "latin1.txt: byte 0xe9 at offset 11 is not UTF-8; convert the "
+                                "file (e.g. iconv -f latin1 -t utf-8) or set "
+                                "--invalid_utf8=replace"),
         ([f"--input={small}", "--vocab_size=5000"], "--vocab_size=5000: this corpus only"),
         ([f"--input={small}", "--tokenizer=sentencepiece"], "--vocab_size: required"),
         ([f"--input={small}", "--valid_fraction=1.5"], "--valid_fraction=1.5"),
@@ -172,6 +174,30 @@ def test_invalid_utf8_replacement_is_counted(tmp_path):
     assert meta["replaced_bytes"] == 3
     train, _, prepared = read_split(out, "train")
     assert prepared.tokenizer.decode(train[:-1]) == "caf\ufffd \ufffd\ufffd ok\nline two\n"
+
+
+def test_replacement_matches_pythons_replace_handler():
+    """decode_counted against Python's own "replace" decoding, counted by a handler here."""
+    import codecs
+    from lmjax.data.sources import decode_counted
+    counted = [0]
+
+    def count(error):
+        counted[0] += error.end - error.start
+        return "\ufffd", error.end
+
+    codecs.register_error("test_count_replace", count)
+    rng = np.random.default_rng(0)
+    pieces = [b"ok ", "é".encode(), "日".encode(), "🎉".encode(), b"\xff", b"\xe9", b"\xe6\x97",
+              b"\xf0\x9f\x8e", b"\x80", b"\n"]
+    for _ in range(300):
+        data = b"".join(pieces[i] for i in rng.integers(0, len(pieces), rng.integers(0, 12)))
+        counted[0] = 0
+        expected = data.decode("utf-8", errors="test_count_replace")
+        assert decode_counted(data, "x.txt", 0, "replace") == (expected, counted[0]), data
+    with pytest.raises(UsageError, match=r"x.txt: byte 0xff at offset 7 is not UTF-8.*set "
+                                         r"data.invalid_utf8=replace"):
+        decode_counted(b"ok \xff", "x.txt", 4, "error", {"invalid_utf8": "data.invalid_utf8"})
 
 
 def test_metadata_that_does_not_match_its_shards_is_refused(tmp_path):

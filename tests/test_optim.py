@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from tests import helpers
+from lmjax import validation
+from lmjax.errors import ConfigError
 from lmjax.model import build_model
 from lmjax.train.optim import decay_mask, make_optimizer, make_schedule as schedule
 
@@ -65,7 +67,7 @@ def test_decay_mask_reaches_the_update():
 
 def closed_form(kind, s, lr, min_lr, warmup, decay_steps):
     if s < warmup:
-        return lr * s / warmup
+        return lr * (s + 1) / (warmup + 1)  # nanoGPT's get_lr
     if kind == "constant":
         return lr
     frac = min(s - warmup, decay_steps - warmup) / (decay_steps - warmup)
@@ -88,6 +90,64 @@ def test_schedule_matches_closed_form(kind, decay_steps):
     assert float(lr_at(10)) == pytest.approx(1e-3)
     if kind != "constant":
         assert float(lr_at(horizon)) == pytest.approx(1e-4)
+
+
+def wsd_closed_form(s, lr, min_lr, warmup, start, end, shape):
+    if s < warmup:
+        return lr * (s + 1) / (warmup + 1)
+    if s < start:
+        return lr
+    t = min(s - start, end - start) / (end - start)
+    drop = {"linear": t, "cosine": 0.5 * (1 - math.cos(math.pi * t)), "1-sqrt": math.sqrt(t)}
+    return lr - (lr - min_lr) * drop[shape]
+
+
+WSD_STEPS = (0, 1, 5, 9, 10, 11, 50, 79, 80, 81, 85, 90, 99, 100, 101, 1000)
+
+
+@pytest.mark.parametrize("shape", ["linear", "cosine", "1-sqrt"])
+def test_wsd_matches_closed_form(shape):
+    """Warmup 10, stable to step 80 (the last 20% of 100 steps decays), then `shape` to min_lr."""
+    cfg = helpers.tiny_config({"optim.schedule": "wsd", "optim.lr": 2e-3, "optim.min_lr": 1e-4,
+                               "optim.warmup_steps": 10, "optim.decay_fraction": 0.2,
+                               "optim.decay_shape": shape, "train.steps": 100})
+    lr_at = schedule(cfg.optim, cfg.train.steps)
+    for s in WSD_STEPS:
+        expected = wsd_closed_form(s, 2e-3, 1e-4, 10, 80, 100, shape)
+        assert float(lr_at(s)) == pytest.approx(expected, rel=1e-5, abs=1e-12), (shape, s)
+    assert float(lr_at(0)) == pytest.approx(2e-3 / 11)  # nanoGPT: the first step is not lr 0
+    assert float(lr_at(79)) == pytest.approx(2e-3) and float(lr_at(100)) == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("budget", [60, 100, 140])
+def test_wsd_cooldown_branches_from_the_stable_run(budget):
+    """A cooldown with decay_start=D and its own budget is the long stable run up to step D,
+    then the closed-form decay: one stable run can be branched at D for every budget."""
+    common = {"optim.lr": 1e-3, "optim.min_lr": 0.0, "optim.warmup_steps": 10,
+              "optim.decay_shape": "1-sqrt"}
+    stable = schedule(helpers.tiny_config({**common, "optim.schedule": "constant",
+                                           "train.steps": 1000}).optim, 1000)
+    start = budget - budget // 5
+    cfg = helpers.tiny_config({**common, "optim.schedule": "wsd", "optim.decay_start": start,
+                               "train.steps": budget})
+    validation.validate(cfg, num_devices=1)
+    branch = schedule(cfg.optim, budget)
+    for s in range(start + 1):
+        assert float(branch(s)) == float(stable(s)), s
+    for s in range(start, budget + 2):
+        expected = wsd_closed_form(s, 1e-3, 0.0, 10, start, budget, "1-sqrt")
+        assert float(branch(s)) == pytest.approx(expected, rel=1e-5, abs=1e-12), s
+    assert float(branch(budget)) == 0.0
+
+
+@pytest.mark.parametrize("field,value", [("optim.decay_start", 5), ("optim.decay_start", 100),
+                                         ("optim.decay_fraction", 0.0),
+                                         ("optim.decay_shape", "exp")])
+def test_wsd_bad_fields_are_config_errors(field, value):
+    cfg = helpers.tiny_config({"optim.schedule": "wsd", "optim.warmup_steps": 10,
+                               "train.steps": 100, field: value})
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        validation.validate(cfg, num_devices=1)
 
 
 def test_schedule_without_warmup_starts_at_peak():

@@ -67,8 +67,8 @@ def test_fewer_runs_than_parameters_is_one_line_exit_2(tmp_path):
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        "error: scaling fit: 4 finished runs, fewer than the 5 parameters of L(N, D); run more "
-        "sweep points"]
+        "error: scaling fit: 4 finished runs; L(N, D) has 5 parameters and needs at least 6 "
+        "runs; run more sweep points"]
 
 
 def test_plot_overlays_runs_and_reads_resumed_metrics(tmp_path):

@@ -51,6 +51,12 @@ CASES = {
     "data file": ({"data.path": "/nonexistent/shakespeare.txt"}, 1,
                   ["data.path", "/nonexistent/shakespeare.txt", "point it at a text file"]),
     "choice": ({"model.attention": "flash"}, 1, ["model.attention='flash'", "einsum"]),
+    "sentencepiece vocab": ({"data.tokenizer": "sentencepiece"}, 1,
+                            ["data.vocab_size: required with data.tokenizer=sentencepiece"]),
+    "data choice": ({"data.model_type": "wordpiece"}, 1,
+                    ["data.model_type=wordpiece", "bpe or unigram"]),
+    "valid fraction": ({"data.valid_fraction": 1.0}, 1,
+                       ["data.valid_fraction=1.0", "[0, 1)"]),
     "remat policy": ({"model.remat_policy": "everything"}, 1,
                      ["model.remat_policy='everything'", "dots_saveable"]),
 }

@@ -12,7 +12,6 @@ held-out batches every time.
 import dataclasses
 import glob
 import os
-import re
 from typing import Callable, Iterator
 
 from lmjax.data.tokenizer import Tokenizer
@@ -20,10 +19,11 @@ from lmjax.errors import UsageError
 
 Batch = dict
 
-# How prepare()'s flag names read as config fields when it runs on first use.
-_FIELDS = {"--input": "data.path", "--vocab_size": "data.vocab_size",
-           "--valid_fraction": "data.valid_fraction", "--tokenizer": "data.tokenizer",
-           "--model_type": "data.model_type", "--invalid_utf8": "data.invalid_utf8"}
+# The settings prepare() checks, named as the config fields they come from when it runs on
+# first use; the output is named by its path (WORKDIR/data).
+CONFIG_NAMES = {"input": "data.path", "output": "", "tokenizer": "data.tokenizer",
+                "vocab_size": "data.vocab_size", "model_type": "data.model_type",
+                "valid_fraction": "data.valid_fraction", "invalid_utf8": "data.invalid_utf8"}
 
 
 @dataclasses.dataclass
@@ -33,15 +33,31 @@ class Data:
     eval_batches: Callable[[], Iterator[Batch]]
 
 
+def is_prepared(path: str) -> bool:
+    """Whether data.path is used as it is (a prepared directory), not raw text to prepare."""
+    from lmjax.data import store
+    return os.path.isdir(path) and (store.is_complete(path) or not glob.glob(
+        os.path.join(path, "**", "*.txt"), recursive=True))
+
+
+def check_settings(cfg) -> None:
+    """The data.* settings that prepare raw text on first use, checked before any write."""
+    d = cfg.data
+    if not d.path or is_prepared(d.path):
+        return
+    from lmjax.data.prepare import check_settings as check
+    check(CONFIG_NAMES, tokenizer=d.tokenizer,
+          vocab_size=d.vocab_size if d.tokenizer == "sentencepiece" else 0,
+          model_type=d.model_type, valid_fraction=d.valid_fraction, invalid_utf8=d.invalid_utf8)
+
+
 def prepared_directory(cfg, workdir: str, progress: bool = True) -> str:
     """The prepared directory for cfg.data.path, preparing raw text into WORKDIR/data once."""
-    from lmjax.data import store
     path = cfg.data.path
     if not path:
         raise UsageError("data.path is empty; set --config.data.path to a text file, a glob or "
                          "a directory written by lmjax-prepare")
-    if os.path.isdir(path) and (store.is_complete(path) or not glob.glob(
-            os.path.join(path, "**", "*.txt"), recursive=True)):
+    if is_prepared(path):
         return path
     if "://" in str(workdir):
         raise UsageError(f"data.path={path}: raw text is prepared into the workdir on first use, "
@@ -50,16 +66,11 @@ def prepared_directory(cfg, workdir: str, progress: bool = True) -> str:
     from lmjax.data.prepare import prepare
     out = os.path.join(workdir, "data")
     d = cfg.data
-    try:
-        prepare(path, out, tokenizer=d.tokenizer,
-                vocab_size=d.vocab_size if d.tokenizer == "sentencepiece" else 0,
-                model_type=d.model_type, valid_fraction=d.valid_fraction,
-                invalid_utf8=d.invalid_utf8, progress=progress, log=_quiet_log,
-                rebuild_hint=f"delete {out} or use a new --workdir")
-    except UsageError as e:
-        message = re.sub(r"--output=\S+?(?=[:;,]?(\s|$))", out,
-                         re.sub(r"--\w+", lambda m: _FIELDS.get(m.group(0), m.group(0)), str(e)))
-        raise UsageError(message) from None
+    prepare(path, out, tokenizer=d.tokenizer,
+            vocab_size=d.vocab_size if d.tokenizer == "sentencepiece" else 0,
+            model_type=d.model_type, valid_fraction=d.valid_fraction,
+            invalid_utf8=d.invalid_utf8, progress=progress, log=_quiet_log,
+            rebuild_hint=f"delete {out} or use a new --workdir", names=CONFIG_NAMES)
     return out
 
 

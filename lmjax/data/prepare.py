@@ -8,7 +8,8 @@
 Everything that can be wrong with the input is found before the first write. Encoding runs in
 `--workers` processes over chunks of lines; ids go to shards in input order with an end-of-
 document id after every document. Re-running on a finished directory with the same settings
-does nothing; --overwrite rebuilds it.
+does nothing; --overwrite rebuilds it. Messages name each setting as the caller spells it
+(`names`: prepare's flags by default, config fields when a training run prepares on first use).
 """
 import contextlib
 import fcntl
@@ -39,27 +40,34 @@ def prepare(inputs, output: str, *, tokenizer: str = "sentencepiece", vocab_size
             workers: int = 0, tokenizer_model: str = "", overwrite: bool = False, seed: int = 0,
             input_sentence_size: int = 10_000_000, shard_tokens: int = DEFAULT_SHARD_TOKENS,
             invalid_utf8: str = "error", progress: bool = True, log=_log,
-            rebuild_hint: str = "pass --overwrite to rebuild it or choose another --output"
-            ) -> dict:
-    """Prepares `output` from `inputs` (a spec string or a list of files); returns its metadata."""
+            rebuild_hint: str = "pass --overwrite to rebuild it or choose another --output",
+            names=src.FLAG_NAMES) -> dict:
+    """Prepares `output` from `inputs` (a spec string or a list of files); returns its metadata.
+
+    `names` maps each setting to how messages name it; a setting the caller cannot set may be
+    absent, and `names["output"] = ""` names the output by its path alone.
+    """
     started = time.perf_counter()
-    _check_args(tokenizer, vocab_size, model_type, valid_files, valid_fraction, invalid_utf8,
-                tokenizer_model, shard_tokens)
+    n = _Names(names)
+    check_settings(n, tokenizer=tokenizer, vocab_size=vocab_size, model_type=model_type,
+                   valid_files=valid_files, valid_fraction=valid_fraction,
+                   invalid_utf8=invalid_utf8, tokenizer_model=tokenizer_model,
+                   shard_tokens=shard_tokens)
     if valid_fraction is None:
         valid_fraction = 0.0 if valid_files else 0.1
-    train_files = _files(inputs, "--input")
-    held_out = _files(valid_files, "--valid_files") if valid_files else []
+    train_files = _files(inputs, n["input"])
+    held_out = _files(valid_files, n["valid_files"]) if valid_files else []
     both = sorted(set(train_files) & set(held_out))
     if both:
-        raise UsageError(f"--valid_files: {both[0]} is also in --input; a file belongs to one "
-                         "split")
+        raise UsageError(f"{n['valid_files']}: {both[0]} is also in {n['input']}; a file belongs "
+                         "to one split")
     reused = None
     if tokenizer_model:
         from lmjax.data.sentencepiece import load_model_file
         reused = load_model_file(tokenizer_model)
         if vocab_size and vocab_size != reused.vocab_size:
-            raise UsageError(f"--vocab_size={vocab_size}: --tokenizer_model has "
-                             f"{reused.vocab_size} pieces; drop --vocab_size")
+            raise UsageError(f"{n['vocab_size']}={vocab_size}: {n['tokenizer_model']} has "
+                             f"{reused.vocab_size} pieces; drop {n['vocab_size']}")
     settings = {"tokenizer": tokenizer, "vocab_size": 0 if reused else vocab_size,
                 "model_type": model_type if tokenizer == "sentencepiece" and not reused else "",
                 "tokenizer_model": reused.fingerprint() if reused else "",
@@ -68,28 +76,28 @@ def prepare(inputs, output: str, *, tokenizer: str = "sentencepiece", vocab_size
     sizes = [[p, os.path.getsize(p)] for p in train_files + held_out]
 
     if os.path.exists(output) and not os.path.isdir(output):
-        raise UsageError(f"--output={output}: is a file; pass a directory")
+        raise UsageError(f"{n.value('output', output)}: is a file; pass a directory")
     foreign = store.foreign_files(output)
     if foreign:
-        raise UsageError(f"--output={output}: holds files lmjax-prepare did not write "
+        raise UsageError(f"{n.value('output', output)}: holds files lmjax-prepare did not write "
                          f"({', '.join(foreign[:3])}); choose an empty or new directory")
-    finished = _finished(output, settings, sizes, overwrite, rebuild_hint)
+    finished = _finished(n, output, settings, sizes, overwrite, rebuild_hint)
     if finished:
         log(f"{output}: already prepared with these settings ({store.describe(finished)}); "
             "nothing to do (pass --overwrite to rebuild)")
         return finished
 
     plan = src.scan(train_files, held_out, valid_fraction, invalid_utf8,
-                    collect_characters=tokenizer == "char", progress=progress)
+                    collect_characters=tokenizer == "char", progress=progress, names=n)
     checked = time.perf_counter()
     workers = workers or os.cpu_count() or 1
     tok = _make_tokenizer(tokenizer, plan, reused, vocab_size, model_type, seed, workers,
-                          input_sentence_size, invalid_utf8, log)
+                          input_sentence_size, invalid_utf8, log, n)
     trained = time.perf_counter()
 
     os.makedirs(output, exist_ok=True)
     with _locked(output):
-        finished = _finished(output, settings, sizes, overwrite, rebuild_hint)
+        finished = _finished(n, output, settings, sizes, overwrite, rebuild_hint)
         if finished:  # another process finished it while this one waited for the lock
             return finished
         store.remove_own_files(output)
@@ -123,26 +131,44 @@ def prepare(inputs, output: str, *, tokenizer: str = "sentencepiece", vocab_size
     return metadata
 
 
-def _check_args(tokenizer, vocab_size, model_type, valid_files, valid_fraction, invalid_utf8,
-                tokenizer_model, shard_tokens):
+class _Names(dict):
+    """Setting -> its name in messages; `value(key, v)` is "name=v", or v alone if unnamed."""
+
+    def __missing__(self, key):
+        return key
+
+    def value(self, key, value) -> str:
+        return f"{self[key]}={value}" if self.get(key) else str(value)
+
+
+def check_settings(names=src.FLAG_NAMES, *, tokenizer: str = "sentencepiece",
+                   vocab_size: int = 0, model_type: str = "bpe", valid_files="",
+                   valid_fraction: float | None = None, invalid_utf8: str = "error",
+                   tokenizer_model: str = "", shard_tokens: int = DEFAULT_SHARD_TOKENS):
+    """UsageError, naming the setting by `names`, for any setting prepare() cannot use."""
+    n = _Names(names)
     if tokenizer not in TOKENIZERS:
-        raise UsageError(f"--tokenizer={tokenizer}: must be one of {', '.join(TOKENIZERS)}")
+        raise UsageError(f"{n['tokenizer']}={tokenizer}: must be one of {', '.join(TOKENIZERS)}")
     if tokenizer == "sentencepiece" and not tokenizer_model and vocab_size <= 0:
-        raise UsageError("--vocab_size: required with --tokenizer=sentencepiece (e.g. 8000), "
-                         "unless --tokenizer_model reuses a trained model")
+        reuse = (f", unless {n['tokenizer_model']} reuses a trained model"
+                 if "tokenizer_model" in n else "")
+        raise UsageError(f"{n['vocab_size']}: required with {n['tokenizer']}=sentencepiece "
+                         f"(e.g. 8000){reuse}")
     if tokenizer != "sentencepiece" and (vocab_size or tokenizer_model):
-        raise UsageError(f"--vocab_size/--tokenizer_model: only apply to "
-                         f"--tokenizer=sentencepiece, not {tokenizer}")
+        named = n["vocab_size"] if not tokenizer_model else n["tokenizer_model"]
+        raise UsageError(f"{named}: only applies to {n['tokenizer']}=sentencepiece, not "
+                         f"{tokenizer}")
     if model_type not in ("bpe", "unigram"):
-        raise UsageError(f"--model_type={model_type}: must be bpe or unigram")
+        raise UsageError(f"{n['model_type']}={model_type}: must be bpe or unigram")
     if valid_files and valid_fraction:
-        raise UsageError("--valid_files and --valid_fraction: pass one of them, not both")
+        raise UsageError(f"{n['valid_files']} and {n['valid_fraction']}: pass one of them, "
+                         "not both")
     if valid_fraction is not None and not 0 <= valid_fraction < 1:
-        raise UsageError(f"--valid_fraction={valid_fraction}: must be in [0, 1)")
+        raise UsageError(f"{n['valid_fraction']}={valid_fraction}: must be in [0, 1)")
     if invalid_utf8 not in ("error", "replace"):
-        raise UsageError(f"--invalid_utf8={invalid_utf8}: must be error or replace")
+        raise UsageError(f"{n['invalid_utf8']}={invalid_utf8}: must be error or replace")
     if shard_tokens <= 0:
-        raise UsageError(f"--shard_tokens={shard_tokens}: must be > 0")
+        raise UsageError(f"{n['shard_tokens']}={shard_tokens}: must be > 0")
 
 
 def _files(spec, flag):
@@ -151,7 +177,7 @@ def _files(spec, flag):
     return src.resolve_inputs(spec, flag)
 
 
-def _finished(output, settings, sizes, overwrite, rebuild_hint) -> dict | None:
+def _finished(n, output, settings, sizes, overwrite, rebuild_hint) -> dict | None:
     """The metadata of a finished output made the same way, None if absent; refuses others."""
     if not store.is_complete(output):
         return None
@@ -167,7 +193,7 @@ def _finished(output, settings, sizes, overwrite, rebuild_hint) -> dict | None:
     if old_sizes != sizes:
         changed.append("the input files or their sizes")
     if changed:
-        raise UsageError(f"--output={output}: already holds data prepared differently "
+        raise UsageError(f"{n.value('output', output)}: already holds data prepared differently "
                          f"({'; '.join(changed[:3])}); {rebuild_hint}")
     return metadata
 
@@ -184,7 +210,7 @@ def _locked(directory):
 
 
 def _make_tokenizer(kind, plan, reused, vocab_size, model_type, seed, workers,
-                    input_sentence_size, invalid_utf8, log) -> Tokenizer:
+                    input_sentence_size, invalid_utf8, log, names) -> Tokenizer:
     if reused is not None:
         return reused
     if kind == "char":
@@ -194,7 +220,7 @@ def _make_tokenizer(kind, plan, reused, vocab_size, model_type, seed, workers,
     from lmjax.data.sentencepiece import train_sentencepiece
     log(f"training SentencePiece {model_type} with {vocab_size} pieces on "
         f"{plan.split_bytes('train'):,} bytes (up to {input_sentence_size:,} sampled lines)")
-    return train_sentencepiece(src.train_lines(plan, invalid_utf8), vocab_size, model_type,
+    return train_sentencepiece(src.train_lines(plan, invalid_utf8, names), vocab_size, model_type,
                                seed=seed, threads=workers,
                                input_sentence_size=input_sentence_size)
 

@@ -2,11 +2,12 @@
 
 Every check happens here, before lmjax-prepare writes anything: a glob that matches nothing, an
 empty file, bytes that are not UTF-8 (an error naming file and offset, or with
-`invalid_utf8="replace"` each bad byte becomes U+FFFD and the count is reported).
+`invalid_utf8="replace"` each bad byte becomes U+FFFD and the count is reported). Messages name
+settings by `names` (setting -> how the caller spells it: prepare's flags, or config fields when
+a training run prepares on first use).
 One input file is one document. With a valid fraction, the last fraction of the bytes (at a line
 boundary) is held out, so the file it falls in becomes two documents, one per split.
 """
-import codecs
 import dataclasses
 import glob
 import os
@@ -15,15 +16,12 @@ from typing import Iterator, Sequence
 from lmjax.errors import UsageError
 
 CHUNK_BYTES = 1 << 18  # lines are encoded in chunks of about this size
-_REPLACED = [0]
-
-
-def _count_and_replace(error: UnicodeDecodeError):
-    _REPLACED[0] += error.end - error.start
-    return "\ufffd", error.end
-
-
-codecs.register_error("lmjax_count_replace", _count_and_replace)
+# How lmjax-prepare's flags name the settings the checks below refer to.
+FLAG_NAMES = {"input": "--input", "output": "--output", "tokenizer": "--tokenizer",
+              "vocab_size": "--vocab_size", "model_type": "--model_type",
+              "tokenizer_model": "--tokenizer_model", "valid_files": "--valid_files",
+              "valid_fraction": "--valid_fraction", "invalid_utf8": "--invalid_utf8",
+              "shard_tokens": "--shard_tokens"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,15 +91,35 @@ def chunk_bounds(path: str, start: int, end: int, size: int = CHUNK_BYTES):
             pos += cut
 
 
-def decode(data: bytes, path: str, offset: int, invalid_utf8: str) -> str:
-    if invalid_utf8 == "replace":
-        return data.decode("utf-8", errors="lmjax_count_replace")
+def decode(data: bytes, path: str, offset: int, invalid_utf8: str,
+           names=FLAG_NAMES) -> str:
+    return decode_counted(data, path, offset, invalid_utf8, names)[0]
+
+
+def decode_counted(data: bytes, path: str, offset: int, invalid_utf8: str,
+                   names=FLAG_NAMES) -> tuple[str, int]:
+    """(text, bytes replaced by U+FFFD); with invalid_utf8="error" a bad byte is a UsageError.
+
+    Replacement matches Python's "replace" handler (one U+FFFD per invalid sequence), counted
+    here rather than in a registered handler so that no count outlives one call.
+    """
     try:
-        return data.decode("utf-8")
+        return str(data, "utf-8"), 0
     except UnicodeDecodeError as e:
-        raise UsageError(f"{path}: byte 0x{data[e.start]:02x} at offset {offset + e.start} is not "
-                         "UTF-8; convert the file (e.g. iconv -f latin1 -t utf-8) or pass "
-                         "--invalid_utf8=replace") from None
+        if invalid_utf8 != "replace":
+            raise UsageError(f"{path}: byte 0x{data[e.start]:02x} at offset {offset + e.start} "
+                             "is not UTF-8; convert the file (e.g. iconv -f latin1 -t utf-8) "
+                             f"or set {names['invalid_utf8']}=replace") from None
+    view, pieces, replaced, pos = memoryview(data), [], 0, 0
+    while True:
+        try:
+            pieces.append(str(view[pos:], "utf-8"))
+            return "".join(pieces), replaced
+        except UnicodeDecodeError as e:
+            pieces.append(str(view[pos:pos + e.start], "utf-8"))
+            pieces.append("\ufffd")
+            replaced += e.end - e.start
+            pos += e.end
 
 
 @dataclasses.dataclass
@@ -118,7 +136,7 @@ class Plan:
 
 def scan(train_files: Sequence[str], valid_files: Sequence[str], valid_fraction: float,
          invalid_utf8: str = "error", collect_characters: bool = False,
-         progress: bool = True) -> Plan:
+         progress: bool = True, names=FLAG_NAMES) -> Plan:
     """Reads every input once: checks it, and cuts it into documents and encoding chunks."""
     from tqdm import tqdm
     sizes = {}
@@ -128,35 +146,31 @@ def scan(train_files: Sequence[str], valid_files: Sequence[str], valid_fraction:
             raise UsageError(f"{path}: the file is empty; remove it from the input")
         sizes[path] = size
     documents = _documents(train_files, valid_files, valid_fraction, sizes)
-    _REPLACED[0] = 0
     characters: set[str] = set()
-    chunks = []
+    chunks, replaced = [], 0
     total = sum(sizes.values())
     with tqdm(total=total, unit="B", unit_scale=True, desc="check", disable=not progress,
               leave=False) as bar:
         for index, doc in enumerate(documents):
-            pieces = list(_chunks_with_text(doc, invalid_utf8, characters if collect_characters
-                                            else None))
+            pieces = []
+            for start, end, data in chunk_bounds(doc.path, doc.start, doc.end):
+                text, bad = decode_counted(data, doc.path, start, invalid_utf8, names)
+                replaced += bad
+                if collect_characters:
+                    characters.update(text)
+                pieces.append((start, end))
             for k, (start, end) in enumerate(pieces):
                 chunks.append(Chunk(doc.path, start, end, index, k == len(pieces) - 1))
                 bar.update(end - start)
     for split in ("train", "valid"):
         if valid_fraction > 0 or valid_files or split == "train":
             if not any(d.split == split for d in documents):
-                raise UsageError(f"--valid_fraction={valid_fraction}: the input is too small to "
+                raise UsageError(f"{names['valid_fraction']}={valid_fraction}: the input is too small to "
                                  f"hold out a {split} split; add text or change the fraction")
     sources = [{"path": p, "bytes": sizes[p],
                 "split": "+".join(sorted({d.split for d in documents if d.path == p}))}
                for p in sizes]
-    return Plan(documents, chunks, sources, _REPLACED[0], "".join(sorted(characters)))
-
-
-def _chunks_with_text(doc, invalid_utf8, characters):
-    for start, end, data in chunk_bounds(doc.path, doc.start, doc.end):
-        text = decode(data, doc.path, start, invalid_utf8)
-        if characters is not None:
-            characters.update(text)
-        yield start, end
+    return Plan(documents, chunks, sources, replaced, "".join(sorted(characters)))
 
 
 def _documents(train_files, valid_files, valid_fraction, sizes) -> list[Document]:
@@ -195,12 +209,13 @@ def _cut_point(path: str, offset: int, size: int) -> int:
     return max(0, offset - 4) + utf8_boundary(head, offset - max(0, offset - 4))
 
 
-def train_lines(plan: Plan, invalid_utf8: str) -> Iterator[str]:
+def train_lines(plan: Plan, invalid_utf8: str, names=FLAG_NAMES) -> Iterator[str]:
     """The train split's lines without newlines, streamed (SentencePiece samples them)."""
     for chunk in plan.chunks:
         if plan.documents[chunk.document].split != "train":
             continue
         with open(chunk.path, "rb") as f:
             f.seek(chunk.start)
-            text = decode(f.read(chunk.end - chunk.start), chunk.path, chunk.start, invalid_utf8)
+            text = decode(f.read(chunk.end - chunk.start), chunk.path, chunk.start, invalid_utf8,
+                          names)
         yield from text.split("\n")

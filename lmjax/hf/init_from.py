@@ -1,6 +1,10 @@
 """Fine-tuning: config field `init_from` = `hf:DIR` or `workdir:DIR` (a training workdir or an
 lmjax-export directory) starts training from those weights instead of a random init.
 
+`checkpoint:DIR@STEP` branches: the run starts from the whole train state of training workdir
+DIR's checkpoint at STEP (weights, optimizer moments, step count and data position), as if it
+resumed that run under this config. A WSD cooldown branches from a stable-phase checkpoint so.
+
 The source fixes the architecture: `adopt_architecture` copies its model fields into the
 config before anything is built (and says which changed); compute settings (dtype, scan_layers
 for HF sources, remat, attention backend) stay the experiment's. The data must be tokenized with
@@ -17,10 +21,37 @@ ARCHITECTURE = ("num_layers", "d_model", "num_heads", "num_kv_heads", "head_dim"
 
 def parse(spec: str) -> tuple[str, str]:
     kind, sep, path = spec.partition(":")
-    if not sep or kind not in ("hf", "workdir") or not path:
-        raise ConfigError(f"init_from={spec!r}: write hf:DIR (a Hugging Face model directory) or "
-                          "workdir:DIR (a training workdir or lmjax-export directory)")
+    if not sep or kind not in ("hf", "workdir", "checkpoint") or not path:
+        raise ConfigError(f"init_from={spec!r}: write hf:DIR (a Hugging Face model directory), "
+                          "workdir:DIR (a training workdir or lmjax-export directory) or "
+                          "checkpoint:DIR@STEP (a training workdir's checkpoint to branch from)")
+    if kind == "checkpoint":
+        path = checkpoint_source(spec)[0]
     return kind, path
+
+
+def checkpoint_source(spec: str) -> tuple[str, int]:
+    """(DIR, STEP) of `checkpoint:DIR@STEP`."""
+    directory, sep, step = spec.partition(":")[2].rpartition("@")
+    if not sep or not directory or not step.isdigit():
+        raise ConfigError(f"init_from={spec!r}: write checkpoint:DIR@STEP, e.g. "
+                          "checkpoint:runs/stable@1000")
+    return directory, int(step)
+
+
+def check_branch_step(spec: str) -> None:
+    """A UsageError, before anything is built, when DIR holds no checkpoint at STEP."""
+    import os
+    from lmjax.train import checkpoint
+    directory, step = checkpoint_source(spec)
+    where = checkpoint.checkpoint_dir(directory)
+    steps = sorted(int(n) for n in (os.listdir(where) if os.path.isdir(where) else ())
+                   if n.isdigit())
+    if step not in steps:
+        raise UsageError(f"init_from={spec}: {directory} has no checkpoint at step {step} "
+                         f"(steps there: {', '.join(map(str, steps)) or 'none'}); train it that "
+                         "far with train.checkpoint_every dividing the step, or branch from one "
+                         "of those")
 
 
 def source_model_config(spec: str):
@@ -36,8 +67,10 @@ def adopt_architecture(cfg, log=print):
     """Sets cfg.model's architecture fields to the init_from source's; returns cfg."""
     if not cfg.init_from:
         return cfg
+    if cfg.init_from.startswith("checkpoint:"):
+        check_branch_step(cfg.init_from)
     source = source_model_config(cfg.init_from)
-    fields = ARCHITECTURE + (("scan_layers",) if cfg.init_from.startswith("workdir:") else ())
+    fields = ARCHITECTURE + (("scan_layers",) if not cfg.init_from.startswith("hf:") else ())
     changes = {}
     for field in fields:
         if cfg.model[field] != source[field]:

@@ -2,6 +2,7 @@
 
   lmjax-eval --model=WORKDIR|EXPORT_DIR|hf:DIR --text=FILE [FILE...] [--seq_len=N --stride=N
              --batch_size=N]
+  lmjax-eval --model=... --tasks=TASK[,TASK...]   lm-eval tasks instead (lmjax.infer.harness)
 
 Each file is tokenized whole (led by BOS when the tokenizer's models expect one) and scored with
 a sliding window: windows of seq_len tokens start every `stride` tokens, and each window scores
@@ -134,18 +135,36 @@ def parse_args(argv):
         "Score text files with a sliding window: loss (nats/token), perplexity, bits per byte."))
     parser.add_argument("--model", required=True,
                         help="a training workdir, an lmjax-export directory, or hf:DIR")
-    parser.add_argument("--text", required=True, nargs="+", help="UTF-8 text file(s)")
+    parser.add_argument("--text", nargs="+", help="UTF-8 text file(s)")
+    parser.add_argument("--tasks", help="lm-eval tasks, comma separated, instead of --text "
+                        "(see lmjax/eval_tasks)")
+    parser.add_argument("--limit", type=int, default=None, help="--tasks: examples per task")
+    parser.add_argument("--include_path", nargs="+", help="--tasks: more task YAML directories")
+    parser.add_argument("--include_defaults", action="store_true",
+                        help="--tasks: also lm-eval's own tasks (their data must be cached)")
+    parser.add_argument("--num_fewshot", type=int, default=None)
+    parser.add_argument("--max_length", type=int, default=0,
+                        help="--tasks: context in tokens (default model.max_seq_len)")
     parser.add_argument("--seq_len", type=int, default=0,
                         help="window length (default: the run's train.seq_len, or "
                              "model.max_seq_len for hf: models)")
     parser.add_argument("--stride", type=int, default=0, help="default: seq_len // 2")
-    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--batch_size", type=int, default=None, help="default 8 (16 with --tasks)")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step of a workdir")
     parser.add_argument("--no_progress", action="store_true")
     return parser.parse_args(argv)
 
 
 def run(args, out=print) -> dict:
+    if bool(args.text) == bool(args.tasks):
+        raise UsageError("give either --text=FILE... (perplexity) or --tasks=NAME,... (lm-eval "
+                         "tasks)")
+    if args.batch_size is not None and args.batch_size <= 0:
+        raise UsageError(f"--batch_size={args.batch_size}: must be > 0")
+    if args.tasks:
+        from lmjax.infer import harness
+        return harness.run(args, out)
+    args.batch_size = args.batch_size or 8
     for path in args.text:
         if not os.path.isfile(path):
             raise UsageError(f"--text={path}: no such file")

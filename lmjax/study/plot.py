@@ -9,7 +9,11 @@ import json
 import math
 import os
 import sys
+from io import BytesIO
 
+from etils import epath
+
+from lmjax import io
 from lmjax.cli import ArgumentParser
 from lmjax.errors import UsageError
 
@@ -44,16 +48,13 @@ def _series(records, x_key, y_key):
 
 
 def _save(fig, path: str) -> None:
-    from etils import epath
     import matplotlib.pyplot as plt
     out = epath.Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    # Write next to the target and rename, so a reader never sees half a PNG.
-    tmp = out.parent / (out.name + ".tmp")
-    with tmp.open("wb") as f:
-        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-    tmp.replace(out)
+    buffer = BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+    io.write_bytes(out, buffer.getvalue())  # a reader never sees half a PNG
 
 
 def _labels(workdirs):
@@ -99,6 +100,29 @@ def plot_runs(workdirs, out: str, x_key: str = "step", title: str = "") -> None:
     else:
         ax.legend(fontsize=7)
     _save(fig, out)
+
+
+def plot_tasks(workdir: str, out: str) -> bool:
+    """loss.png's companion: every task/<name>/<metric> of metrics.jsonl against step."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    records = read_metrics(workdir)
+    keys = sorted({k for r in records for k in r if k.startswith("task/")})
+    if not keys:
+        return False
+    # One panel per metric: accuracies and perplexities do not share a scale.
+    fig, axes = plt.subplots(len(keys), 1, figsize=(8, 2.2 * len(keys) + 0.6), sharex=True,
+                             squeeze=False)
+    for ax, key in zip(axes[:, 0], keys):
+        xs, ys = _series(records, "step", key)
+        ax.plot(xs, ys, marker="o", markersize=3)
+        ax.set_ylabel(key[len("task/"):].replace("/", "\n"), fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("step")
+    axes[0, 0].set_title(f"{os.path.basename(os.path.normpath(workdir))}: lm-eval tasks")
+    _save(fig, out)
+    return True
 
 
 def _is_number(value) -> bool:

@@ -8,7 +8,7 @@ here is passed on to them so they can checkpoint before exiting.
 import csv
 import dataclasses
 import hashlib
-import io
+from io import StringIO
 import json
 import math
 import os
@@ -19,6 +19,8 @@ import tempfile
 import time
 
 from etils import epath
+
+from lmjax import io
 
 RESULT_KEYS = ("step", "train_loss", "eval_loss", "tokens", "wall_time_s", "num_params")
 
@@ -34,13 +36,9 @@ class Point:
     returncode: int | None = None
 
 
-def _is_remote(path: str) -> bool:
-    return "://" in path
-
-
 def log_dir(root: str) -> str:
     """ROOT/logs, or a local directory for a remote ROOT (child output goes to local files)."""
-    if not _is_remote(root):
+    if not io.is_remote(root):
         return os.path.join(root, "logs")
     digest = hashlib.sha1(root.encode()).hexdigest()[:12]
     return os.path.join(tempfile.gettempdir(), "lmjax-sweep-logs", digest)
@@ -80,7 +78,7 @@ def write_results(points: list[Point], root: str) -> None:
     from lmjax.study import plot
     fields = list(dict.fromkeys(f for p in points for f in p.overrides))
     header = ["name", *fields, "status", *RESULT_KEYS, "error"]
-    buffer = io.StringIO()
+    buffer = StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header)
     rows = []
@@ -91,9 +89,7 @@ def write_results(points: list[Point], root: str) -> None:
         writer.writerow([_fmt(row.get(h)) for h in header])
     root_path = epath.Path(root)
     root_path.mkdir(parents=True, exist_ok=True)
-    tmp = root_path / "results.csv.tmp"
-    tmp.write_text(buffer.getvalue())
-    tmp.replace(root_path / "results.csv")
+    io.write_text(root_path / "results.csv", buffer.getvalue())
     plot.plot_sweep(rows, fields, str(root_path / "results.png"))
     finished = [p.workdir for p in points if p.status == "done"]
     if finished:
@@ -104,7 +100,7 @@ def child_env(root: str) -> dict:
     """The children's environment: points that share shapes share compiled programs through
     jax's persistent compilation cache in ROOT/.jax_cache, unless one is configured already."""
     env = dict(os.environ)
-    if not _is_remote(root) and "JAX_COMPILATION_CACHE_DIR" not in env:
+    if not io.is_remote(root) and "JAX_COMPILATION_CACHE_DIR" not in env:
         env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(os.path.abspath(root), ".jax_cache")
     return env
 

@@ -1,19 +1,17 @@
-"""Chinchilla scaling-law fit (Hoffmann et al. 2022, approach 3) over a finished sweep.
+"""lmjax-scaling: Chinchilla's scaling-law fits (Hoffmann et al. 2022).
 
-    L(N, D) = E + A / N^alpha + B / D^beta
-
-N is the total parameter count (embeddings included, as Chinchilla counts them), D the number of
-training tokens, L the final eval loss of each run. As in the paper's appendix D.2, the fit
-minimises the Huber loss (delta = 1e-3) between the log of the predicted loss, written as
-LSE(a - alpha log N, b - beta log D, e) with A = exp(a), B = exp(b), E = exp(e), and the log of
-the observed loss, with L-BFGS started from every point of the paper's grid of initialisations;
-the best local optimum wins.
-
+    lmjax-scaling --results=DIR/results.csv [--out=DIR] [--samples=200] ...
     lmjax-scaling --workdir=ROOT [--loss=eval_loss|train_loss] [--out=ROOT/scaling.png]
+
+--results refits a scaling study from its CSV, running nothing: IsoFLOP parabolas (Approach 2)
+and the parametric L(N, D) = E + A/N^alpha + B/D^beta (Approach 3), with bootstrap intervals,
+beside the published numbers, and redraws its figures (see lmjax.study.refit).
+
+--workdir fits Approach 3 to the finished runs of an lmjax-sweep ROOT (one summary.json per
+run): N is the total parameter count (embeddings included, as Chinchilla counts them), D the
+run's training tokens, L its final eval loss; the fit is lmjax.study.parametric's.
 """
-import itertools
 import json
-import math
 import os
 import sys
 
@@ -21,107 +19,13 @@ import numpy as np
 
 from lmjax.cli import ArgumentParser
 from lmjax.errors import UsageError
+from lmjax.study import published, refit
+from lmjax.study.parametric import compute_optimal, fit, predict  # noqa: F401 (the API)
 
-# Hoffmann et al. 2022, "Training Compute-Optimal Large Language Models", eq. 10 (approach 3).
-PAPER = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+PAPER = published.HOFFMANN_PARAMETRIC
 # Chinchilla's own budget (70B parameters x 1.4T tokens x 6), where the paper's ~20 tokens per
 # parameter comes from.
 CHINCHILLA_FLOPS = 5.76e23
-NUM_PARAMETERS = 5  # E, A, B, alpha, beta
-
-# The paper's grid of initialisations (appendix D.2).
-GRID = {
-    "alpha": np.arange(0.0, 2.01, 0.5),
-    "beta": np.arange(0.0, 2.01, 0.5),
-    "e": np.arange(-1.0, 1.01, 0.5),
-    "a": np.arange(0.0, 25.01, 5.0),
-    "b": np.arange(0.0, 25.01, 5.0),
-}
-
-
-def _initial_points() -> np.ndarray:
-    """(num_inits, 5) rows of (a, b, e, alpha, beta)."""
-    rows = itertools.product(GRID["a"], GRID["b"], GRID["e"], GRID["alpha"], GRID["beta"])
-    return np.array(list(rows), dtype=np.float64)
-
-
-def fit(params, tokens, losses, delta: float = 1e-3, coarse_iterations: int = 30,
-        keep: int = 64, iterations: int = 500) -> dict:
-    """Fits E, A, B, alpha, beta to runs (N_i, D_i, L_i); returns them with the objective.
-
-    Every grid point gets `coarse_iterations` L-BFGS steps; the `keep` best continue for
-    `iterations` more (the full grid for the whole run costs ~30x more for the same optimum).
-    """
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    params, tokens, losses = (np.asarray(x, dtype=np.float64) for x in (params, tokens, losses))
-    if not (len(params) == len(tokens) == len(losses)):
-        raise UsageError("scaling fit: params, tokens and losses must have the same length")
-    if len(params) < NUM_PARAMETERS:
-        raise UsageError(f"scaling fit: {len(params)} finished runs, fewer than the "
-                         f"{NUM_PARAMETERS} parameters of L(N, D); run more sweep points")
-    if np.any(params <= 0) or np.any(tokens <= 0) or np.any(losses <= 0):
-        raise UsageError("scaling fit: every run needs params > 0, tokens > 0 and loss > 0")
-
-    # f64: the Huber objective near its optimum is ~1e-7 per point, below f32's resolution of the
-    # log-loss.
-    with jax.enable_x64(True):
-        log_n, log_d, log_l = (jnp.asarray(np.log(x)) for x in (params, tokens, losses))
-
-        def objective(theta):
-            a, b, e, alpha, beta = theta
-            predicted = jax.nn.logsumexp(
-                jnp.stack([a - alpha * log_n, b - beta * log_d, jnp.broadcast_to(e, log_n.shape)]),
-                axis=0)
-            return jnp.sum(optax.losses.huber_loss(predicted, log_l, delta=delta))
-
-        solver = optax.lbfgs()
-        value_and_grad = optax.value_and_grad_from_state(objective)
-
-        def minimise(theta0, iterations):
-            def step(carry, _):
-                theta, state = carry
-                value, grad = value_and_grad(theta, state=state)
-                updates, state = solver.update(grad, state, theta, value=value, grad=grad,
-                                               value_fn=objective)
-                theta = optax.apply_updates(theta, updates)
-                return (theta, state), None
-
-            (theta, _), _ = jax.lax.scan(step, (theta0, solver.init(theta0)), None,
-                                         length=iterations)
-            return theta, objective(theta)
-
-        def run(inits, iterations):
-            thetas, values = jax.jit(jax.vmap(lambda t: minimise(t, iterations)))(inits)
-            values = jnp.where(jnp.isfinite(values), values, jnp.inf)
-            return np.asarray(thetas), np.asarray(values)
-
-        thetas, values = run(jnp.asarray(_initial_points()), coarse_iterations)
-        survivors = np.argsort(values)[:keep]
-        thetas, values = run(jnp.asarray(thetas[survivors]), iterations)
-
-    best = int(np.argmin(values))
-    a, b, e, alpha, beta = (float(x) for x in thetas[best])
-    return {"E": math.exp(e), "A": math.exp(a), "B": math.exp(b), "alpha": alpha, "beta": beta,
-            "objective": float(values[best]), "num_runs": len(params)}
-
-
-def predict(coefs: dict, params, tokens):
-    params, tokens = np.asarray(params, dtype=np.float64), np.asarray(tokens, dtype=np.float64)
-    return (coefs["E"] + coefs["A"] / params ** coefs["alpha"]
-            + coefs["B"] / tokens ** coefs["beta"])
-
-
-def compute_optimal(coefs: dict, flops):
-    """N_opt(C), D_opt(C) minimising L(N, D) subject to C = 6 N D (the paper's eq. 4)."""
-    alpha, beta = coefs["alpha"], coefs["beta"]
-    g = (alpha * coefs["A"] / (beta * coefs["B"])) ** (1.0 / (alpha + beta))
-    flops = np.asarray(flops, dtype=np.float64)
-    n_opt = g * (flops / 6.0) ** (beta / (alpha + beta))
-    d_opt = (flops / 6.0) ** (alpha / (alpha + beta)) / g
-    return n_opt, d_opt
 
 
 def load_runs(root: str, loss_key: str = "eval_loss"):
@@ -147,6 +51,8 @@ def format_report(coefs: dict, flops_budgets) -> str:
     for key in ("E", "A", "B", "alpha", "beta"):
         lines.append(f"{key:8}{coefs[key]:>12.4g}{PAPER[key]:>24.4g}")
     lines.append(f"fit over {coefs['num_runs']} runs, Huber objective {coefs['objective']:.3g}")
+    if coefs["degenerate"]:
+        lines.append("DEGENERATE, not a result: " + "; ".join(coefs["degenerate"]))
     lines.append("compute-optimal tokens per parameter, D_opt/N_opt at C = 6ND:")
     for flops in flops_budgets:
         n_fit, d_fit = compute_optimal(coefs, flops)
@@ -202,11 +108,20 @@ def plot(coefs: dict, params, tokens, losses, path: str) -> None:
 
 def main(argv=None) -> int:
     parser = ArgumentParser(prog="lmjax-scaling", description=__doc__.split("\n")[0])
-    parser.add_argument("--workdir", required=True, help="ROOT of a finished lmjax-sweep")
-    parser.add_argument("--loss", default="eval_loss", choices=("eval_loss", "train_loss"))
-    parser.add_argument("--out", default="", help="plot path (default ROOT/scaling.png)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--workdir", help="ROOT of a finished lmjax-sweep")
+    source.add_argument("--results", help="a scaling study's results.csv: refit and redraw")
+    parser.add_argument("--loss", default="eval_loss", help="the loss field or column")
+    parser.add_argument("--params", default="num_params", help="the column holding N")
+    parser.add_argument("--out", default="", help="plot path (--workdir: default "
+                        "ROOT/scaling.png) or output directory (--results: default beside it)")
+    parser.add_argument("--curves", default="", help="--results: the study's curves.csv")
+    parser.add_argument("--samples", type=int, default=200, help="--results: bootstrap "
+                        "resamples")
     parser.add_argument("--huber_delta", type=float, default=1e-3)
     args = parser.parse_args(argv)
+    if args.results:
+        return refit.run(args)
     try:
         names, params, tokens, losses = load_runs(args.workdir, args.loss)
         coefs = fit(params, tokens, losses, delta=args.huber_delta)

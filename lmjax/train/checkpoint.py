@@ -14,29 +14,30 @@ been committed. Restoring walks back from the newest step past any that cannot b
 import json
 import os
 import re
-import shutil
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
 import lmjax
-from lmjax.errors import UsageError
+from lmjax import io
+from lmjax.errors import NonFiniteError, UsageError
 
 STATE, DATA, CONFIG = "state", "data", "config"
 ITEMS = (STATE, DATA, CONFIG)
 QUARANTINE = "checkpoints_unreadable"
 
 
-class NonFiniteCheckpointError(RuntimeError):
+class NonFiniteCheckpointError(NonFiniteError):
     """The state about to be saved holds NaN or Inf; nothing was written."""
 
 
 def checkpoint_dir(workdir: str) -> str:
-    if "://" in workdir:  # gs:// and other object stores: orbax reads and writes them directly
+    if io.is_remote(workdir):  # gs:// and other object stores: orbax reads and writes them directly
         return workdir.rstrip("/") + "/checkpoints"
     return os.path.abspath(os.path.join(workdir, "checkpoints"))
 
@@ -191,20 +192,18 @@ def local_data_state(data_item: dict, what: str):
 
 def _quarantine(manager, steps, reasons):
     """Moves unreadable steps out of the way, so the run can save those steps again."""
-    target_root = os.path.join(os.path.dirname(str(manager.directory)), QUARANTINE)
+    target_root = epath.Path(manager.directory).parent / QUARANTINE
     if jax.process_index() == 0:
         for step, reason in zip(steps, reasons):
-            source = os.path.join(str(manager.directory), str(step))
-            if not os.path.isdir(source):
+            source = epath.Path(manager.directory) / str(step)
+            if not source.is_dir():
                 continue
-            os.makedirs(target_root, exist_ok=True)
-            target = os.path.join(target_root, f"{step}-{int(time.time())}")
-            shutil.move(source, target)
-            with open(os.path.join(target, "WHY.txt"), "w") as f:
-                f.write(reason + "\n")
+            target = target_root / f"{step}-{int(time.time())}"
+            io.move(source, target)
+            io.write_text(target / "WHY.txt", reason + "\n")
     _barrier("lmjax_quarantine")
     manager.reload()
-    return target_root
+    return str(target_root)
 
 
 def _barrier(name: str):

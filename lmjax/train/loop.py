@@ -8,15 +8,12 @@ import numpy as np
 from etils import epath
 
 from lmjax import io, validation
+from lmjax.errors import NonFiniteError
 from lmjax.data import make_data
 from lmjax.model import aux, flops_per_token
 from lmjax.parallel import mesh as mesh_lib, shardings
 from lmjax.train import checkpoint, metrics as metrics_lib, mfu, preemption, state as state_lib
 from lmjax.train import step as step_lib
-
-
-class NonFiniteError(RuntimeError):
-    pass
 
 
 class Trainer:
@@ -33,6 +30,10 @@ class Trainer:
         epath.Path(workdir).mkdir(parents=True, exist_ok=True)
         self.data = make_data(cfg, workdir, jax.process_index(), jax.process_count())
         self.manager = checkpoint.make_manager(workdir, cfg.train)
+        self.task_evals = None
+        if cfg.train.eval_tasks:
+            from lmjax.train.task_evals import TaskEvals
+            self.task_evals = TaskEvals(cfg, self.model, self.mesh, self.data.tokenizer)
 
     def mesh_context(self):
         return self.step.context()
@@ -46,6 +47,8 @@ class Trainer:
         with self.mesh_context():
             abstract = self.step.abstract_state()
             found = checkpoint.restore_latest(self.manager, abstract, warn=self.warn)
+            if found is None and self.cfg.init_from.startswith("checkpoint:"):
+                return self.branch(abstract)
             if found is None:
                 params = None
                 if self.cfg.init_from:  # fine-tuning: only a run with no checkpoint yet
@@ -58,6 +61,22 @@ class Trainer:
         self.data.train.set_state(checkpoint.local_data_state(data_item, str(where)))
         self.log(f"resumed from step {latest} ({where})")
         return state, latest
+
+    def branch(self, abstract):
+        """init_from=checkpoint:DIR@STEP on a run with no checkpoint of its own: DIR's whole
+        train state and data position at STEP, so the run continues that one exactly."""
+        from lmjax.hf.init_from import checkpoint_source
+        source_dir, step = checkpoint_source(self.cfg.init_from)
+        source = checkpoint.make_manager(source_dir, read_only=True)
+        try:
+            checkpoint.check_compatible(source, step, abstract)
+            state, data_item = checkpoint.restore_step(source, step, abstract)
+        finally:
+            source.close()
+        where = f"{checkpoint.checkpoint_dir(source_dir)}/{step}"
+        self.data.train.set_state(checkpoint.local_data_state(data_item, where))
+        self.log(f"branched from step {step} of {source_dir} ({where})")
+        return state, step
 
     def warn(self, message: str):
         if self.is_main:
@@ -167,6 +186,9 @@ class Trainer:
                         progress.write(f"step {step}: eval loss {eval_loss:.4f}") \
                             if self.is_main else None
                     window_start = time.perf_counter()
+                if self.task_evals and self.task_evals.due(step, last) and not stop:
+                    writer.write(step, self.task_evals(state.params, step))
+                    window_start = time.perf_counter()
                 if saving:
                     checkpoint.save(self.manager, step, state, self.data.train.get_state(),
                                     checkpoint.dump_config(cfg.to_dict()), step * tokens_per_step)
@@ -219,9 +241,11 @@ def finish(trainer: Trainer, summary: dict):
             io.write_text(epath.Path(workdir) / "sample.txt", text)
     if not trainer.is_main:
         return
-    from lmjax.study.plot import plot_runs
+    from lmjax.study.plot import plot_runs, plot_tasks
     plot = str(epath.Path(workdir) / "loss.png")
     plot_runs([workdir], plot, title=os.path.basename(os.path.normpath(workdir)))
+    if cfg.train.eval_tasks:
+        plot_tasks(workdir, str(epath.Path(workdir) / "tasks.png"))
     io.write_json(epath.Path(workdir) / "summary.json", summary)
     print(f"done: step {summary['step']}, train loss {summary['train_loss']:.4f}, eval loss "
           f"{summary['eval_loss']:.4f}; curves in {plot}")

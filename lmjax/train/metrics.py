@@ -5,6 +5,7 @@ and close(); a new one is one entry in WRITERS. Only the main process writes.
 """
 import importlib.util
 import json
+import uuid
 
 import numpy as np
 from etils import epath
@@ -91,7 +92,7 @@ class WandbWriter:
     def __init__(self, cfg, workdir: str):
         import wandb
         id_file = epath.Path(workdir) / WANDB_RUN_ID_FILE
-        run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
         if not id_file.exists():
             io.write_text(id_file, run_id)
         m = cfg.metrics

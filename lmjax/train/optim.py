@@ -6,38 +6,10 @@ validation reads the allowed names from OPTIMIZERS and SCHEDULES.
 import jax
 import optax
 
+from lmjax.train.schedules import SCHEDULES, make_schedule  # noqa: F401  (the registry)
+
 NO_DECAY_LEAVES = ("bias", "scale")
 EMBEDDING_LEAVES = ("embedding", "pos_embed")
-
-
-def _warmup(o):
-    return optax.linear_schedule(0.0, o.lr, o.warmup_steps)
-
-
-def _decay_steps(o, total_steps: int) -> int:
-    return max(o.decay_steps or total_steps, o.warmup_steps + 1)
-
-
-def constant_schedule(o, total_steps: int) -> optax.Schedule:
-    return optax.join_schedules([_warmup(o), optax.constant_schedule(o.lr)], [o.warmup_steps])
-
-
-def linear_schedule(o, total_steps: int) -> optax.Schedule:
-    decay = optax.linear_schedule(o.lr, o.min_lr, _decay_steps(o, total_steps) - o.warmup_steps)
-    return optax.join_schedules([_warmup(o), decay], [o.warmup_steps])
-
-
-def cosine_schedule(o, total_steps: int) -> optax.Schedule:
-    return optax.warmup_cosine_decay_schedule(0.0, o.lr, o.warmup_steps,
-                                              _decay_steps(o, total_steps), o.min_lr)
-
-
-# optim.schedule -> (optim config, total steps) -> optax schedule
-SCHEDULES = {
-    "cosine": cosine_schedule,
-    "linear": linear_schedule,
-    "constant": constant_schedule,
-}
 
 
 def decay_mask(params, decay_embeddings: bool):
@@ -59,10 +31,6 @@ def adamw(o, lr: optax.Schedule, mask) -> optax.GradientTransformation:
 OPTIMIZERS = {
     "adamw": adamw,
 }
-
-
-def make_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
-    return SCHEDULES[optim_cfg.schedule](optim_cfg, total_steps)
 
 
 def make_optimizer(cfg) -> tuple[optax.GradientTransformation, optax.Schedule]:

@@ -1,0 +1,1 @@
+"""Inference: restoring runs, KV-cache generation, evaluation (perplexity, lm-eval tasks), export."""

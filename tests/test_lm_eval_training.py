@@ -1,0 +1,61 @@
+"""train.eval_tasks: lm-eval task metrics at every eval point, continued by a resumed run, equal
+to the lm-eval backend scoring the saved checkpoint afterwards."""
+import glob
+import json
+import os
+
+import pytest
+
+pytest.importorskip("lm_eval", reason="train.eval_tasks needs lm-eval (pip install -e .[test])")
+
+from lmjax.main import train_main  # noqa: E402
+from tests import helpers  # noqa: E402
+from tests.test_train import SMOKE_OVERRIDES  # noqa: E402
+
+TASK = "lmjax_cloze_shakespeare"
+KEY = f"task/{TASK}/acc"
+
+
+def records(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_task_metrics_every_eval_point_and_across_a_resume(tmp_path, capsys):
+    workdir = str(tmp_path / "run")
+    args = [f"--config={helpers.EXPERIMENT}", f"--workdir={workdir}", *SMOKE_OVERRIDES,
+            f"--config.train.eval_tasks={TASK}:6", "--config.train.eval_tasks_every=5"]
+    train_main(args + ["--config.train.steps=10"])
+    first = {r["step"]: r for r in records(workdir) if KEY in r}
+    assert sorted(first) == [5, 10]
+    train_main(args)  # train.steps=20: resumes from step 10
+    assert "resumed from step 10" in capsys.readouterr().out
+    logged = {r["step"]: r for r in records(workdir) if KEY in r}
+    assert sorted(logged) == [5, 10, 15, 20]
+    assert all(logged[s] == first[s] for s in first)  # the resumed run kept the series
+    for record in logged.values():
+        assert 0 <= record[KEY] <= 1 and record[f"task/{TASK}/perplexity"] > 1
+    with open(os.path.join(workdir, "tasks.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    events = glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
+    assert any(KEY.encode() in open(e, "rb").read() for e in events)
+
+    # The numbers are the lm-eval backend's on the step-20 checkpoint, scored afresh.
+    from lmjax.infer import harness
+    from lmjax.infer.lm_eval_backend import LmjaxLM
+    lm = LmjaxLM(model=workdir, batch_size=8)
+    again = harness.flat_metrics(harness.evaluate(lm, [TASK], harness.task_manager([TASK]), 6))
+    assert again[KEY] == logged[20][KEY]
+    assert again[f"task/{TASK}/perplexity"] == pytest.approx(
+        logged[20][f"task/{TASK}/perplexity"], rel=1e-4)
+
+
+def test_unknown_eval_task_is_one_line_and_creates_nothing(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([f"--config={helpers.EXPERIMENT}", f"--workdir={workdir}", *SMOKE_OVERRIDES,
+                    "--config.train.eval_tasks=lmjax_cloze,nope_task"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "error: train.eval_tasks: --tasks: unknown task 'nope_task'")
+    assert not workdir.exists()
