@@ -152,3 +152,23 @@ def test_shared_expert_with_gate_adds_to_the_routed_output():
     gate = 1 / (1 + np.exp(-helpers.np_dense(xd, p["shared_expert_gate"])))
     y, _, _ = apply(mlp, params, x)
     helpers.assert_close(y, np_dense_masked(xd, p, experts, weights) + gate * shared)
+
+
+def test_scanned_remat_moe_reports_the_same_losses_and_metrics_as_unrolled():
+    """Auxiliary outputs leave the model through scan and remat too (one train step each)."""
+    from lmjax.train.state import abstract_params
+    from tests.test_model import restack
+    overrides = {"model.mlp": "moe", "model.moe.num_experts": 4, "model.moe.d_ff": 16,
+                 "model.moe.z_loss_coef": 1e-3}
+    unrolled = helpers.TrainParts(helpers.tiny_config(overrides), jax.devices()[:1])
+    params = helpers.randomize(helpers.strip_boxes(abstract_params(unrolled.model,
+                                                                   unrolled.cfg)), std=0.1)
+    scanned = helpers.TrainParts(helpers.tiny_config({**overrides, "model.scan_layers": True,
+                                                      "model.remat_policy": "full"}),
+                                 jax.devices()[:1])
+    batch = helpers.random_tokens(unrolled.cfg)
+    _, a = unrolled.step(unrolled.init(params), batch)
+    _, b = scanned.step(scanned.init(restack(params, 2)), batch)
+    assert set(a) == set(b) and "moe/balance_loss" in a
+    for name in a:
+        np.testing.assert_allclose(float(b[name]), float(a[name]), rtol=2e-5, err_msg=name)
