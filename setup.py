@@ -51,10 +51,15 @@ setup(
             "wandb>=0.19,<1",
             "lm-eval>=0.4.13,<0.5",
             "accelerate>=1,<2",  # lm-eval's HF backend, the reference the parity tests compare to
+            # lmjax-plan's tests compile for TPU topologies; libtpu is what the plan extra adds.
+            "jax[tpu]>=0.7,<0.11",
         ],
         "eval": ["lm-eval>=0.4.13,<0.5"],
         "wandb": ["wandb>=0.19,<1"],
         "tpu": ["jax[tpu]>=0.7,<0.11"],
+        # lmjax-plan on a machine without TPUs: libtpu compiles for slices that are not there
+        # (jax[tpu] pins the libtpu that matches the installed jax).
+        "plan": ["jax[tpu]>=0.7,<0.11"],
         "cuda": ["jax[cuda12]>=0.7,<0.11"],
     },
     cmdclass={"build_py": BuildWithPth},
@@ -68,6 +73,7 @@ setup(
             "lmjax-sweep=lmjax.study.sweep:main",
             "lmjax-scaling=lmjax.study.scaling:main",
             "lmjax-plot=lmjax.study.plot:main",
+            "lmjax-plan=lmjax.plan.main:main",
         ]
     },
 )

@@ -1,14 +1,16 @@
 """Training throughput of lmjax vs nanoGPT (PyTorch), side by side on this machine.
 
     python benchmarks/train_throughput.py [--sizes baby,default] [--steps 30] [--rounds 2]
-        [--train_to_end]
+        [--train_to_end] [--nanogpt_dir=PATH]
 
 Each measurement runs in its own process (so peak RSS is that program's alone), alternating
 lmjax and nanoGPT (A B A B) so a machine that gets busier penalises neither. The table gives the
 median step time after warm-up, tokens/s, MFU against the f32 matmul peak measured in the same
 run, compile time and peak RSS. --train_to_end also trains the baby config to its last step with
 lmjax-train and reports the final eval loss. FLOPs per token: 6·N + 12·L·d·T (N without the
-position table), the same formula for both programs.
+position table), the same formula for both programs. With --nanogpt_dir (a checkout of
+karpathy/nanoGPT) the real train.py is timed as a third program in the same rotation
+(benchmarks/nanogpt_real.py).
 """
 import argparse
 import json
@@ -47,6 +49,13 @@ def child_nanogpt(size, steps):
     return {"s_per_step": seconds, "compile_s": 0.0, "peak_rss_mib": peak_rss_mib()}
 
 
+def child_nanogpt_real(size, steps, nanogpt_dir):
+    sys.path.insert(0, ROOT)
+    from benchmarks import nanogpt_real
+    from benchmarks.common import load
+    return nanogpt_real.run(nanogpt_dir, load(f"{EXPERIMENT}:size={size}"), steps)
+
+
 def child_peak():
     from lmjax.train.mfu import measure_matmul_flops
     return {"flops": max(measure_matmul_flops(n) for n in (1024, 2048))}
@@ -75,13 +84,17 @@ def main():
     parser.add_argument("--steps", type=int, default=0, help="timed steps (0 = 30 baby, 3 default)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--train_to_end", action="store_true")
-    parser.add_argument("--child", choices=["lmjax", "nanogpt", "peak"])
+    parser.add_argument("--nanogpt_dir", default="",
+                        help="a karpathy/nanoGPT checkout: also time its real train.py")
+    parser.add_argument("--child", choices=["lmjax", "nanogpt", "nanogpt_real", "peak"])
     parser.add_argument("--size", default="baby")
     parser.add_argument("--overrides", default="{}")
     args = parser.parse_args()
     if args.child:
         result = {"lmjax": lambda: child_lmjax(args.size, args.steps, json.loads(args.overrides)),
                   "nanogpt": lambda: child_nanogpt(args.size, args.steps),
+                  "nanogpt_real": lambda: child_nanogpt_real(args.size, args.steps,
+                                                             args.nanogpt_dir),
                   "peak": child_peak}[args.child]()
         print(json.dumps(result))
         return
@@ -94,6 +107,8 @@ def main():
         variants = {"lmjax": {}, **{f"lmjax {name}": overrides
                                     for name, overrides in VARIANTS.get(size, {}).items()}}
         results = {name: [] for name in [*variants, "nanoGPT"]}
+        if args.nanogpt_dir:
+            results["nanoGPT train.py"] = []
         for _ in range(args.rounds):
             for name, overrides in variants.items():
                 print(f"  {size}: {name} ...", file=sys.stderr, flush=True)
@@ -103,6 +118,12 @@ def main():
             print(f"  {size}: nanoGPT ...", file=sys.stderr, flush=True)
             results["nanoGPT"].append(spawn(["--child=nanogpt", f"--size={size}",
                                              f"--steps={steps}"]))
+            if args.nanogpt_dir:
+                print(f"  {size}: nanoGPT train.py ...", file=sys.stderr, flush=True)
+                # train.py's first iterations include its start-up: time a few more.
+                results["nanoGPT train.py"].append(spawn([
+                    "--child=nanogpt_real", f"--size={size}", f"--steps={steps + 2}",
+                    f"--nanogpt_dir={os.path.abspath(args.nanogpt_dir)}"]))
         sys.path.insert(0, ROOT)
         from benchmarks.common import load
         cfg = load(f"{EXPERIMENT}:size={size}")
@@ -117,18 +138,21 @@ def main():
                                max(r["peak_rss_mib"] for r in runs),
                                eval_loss if name == "lmjax" else None)
         rows.extend(size_rows.values())
-        base = size_rows["nanoGPT"]
-        for name in variants:
-            row = size_rows[name]
-            rows.append((size, f"{name} / nanoGPT", row[2] / base[2], row[3] / base[3], None,
-                         None, row[6] / base[6], None))
+        for peer in ("nanoGPT", "nanoGPT train.py"):
+            if peer not in size_rows:
+                continue
+            base = size_rows[peer]
+            for name in variants:
+                row = size_rows[name]
+                rows.append((size, f"{name} / {peer}", row[2] / base[2], row[3] / base[3], None,
+                             None, row[6] / base[6], None))
 
     header = ("config", "program", "ms/step", "tokens/s", "MFU", "compile s", "peak RSS MiB",
               "eval loss")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for size, name, ms, tps, mfu, comp, rss, loss in rows:
-        if name.endswith("/ nanoGPT"):
+        if " / nanoGPT" in name:
             print(f"| {size} | {name} (ratio) | {ms:.2f}x | {tps:.2f}x | | | {rss:.2f}x | |")
             continue
         print(f"| {size} | {name} | {ms:,.1f} | {tps:,.0f} | {mfu:.0%} | {comp:.1f} | {rss:,.0f} | "

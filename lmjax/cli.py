@@ -7,7 +7,7 @@ import os
 import sys
 
 from lmjax import io
-from lmjax.errors import NonFiniteError, UsageError
+from lmjax.errors import NonFiniteError, RunFailure, UsageError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -32,6 +32,11 @@ def run_command(fn):
         fail(str(e))
     except Preempted as e:
         say_once(str(e))
+        sys.exit(e.exit_code)
+    except RunFailure as e:
+        # A failed save or a barrier timeout: each process says what it saw (the one that
+        # timed out may not be process 0), and the exit code tells the scheduler what to do.
+        print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(e.exit_code)
     except NonFiniteError as e:
         # A NaN/Inf stop is the run's outcome, not a crash: one line, exit code 1.

@@ -77,6 +77,12 @@ def base_config() -> ml_collections.ConfigDict:
     t.sample_tokens = 200  # tokens sampled at the end of training (0 = none)
     t.sample_prompt = "\n"
     t.progress = True
+    # Reliability (lmjax.train.watchdog, barriers, saves): see the README's reliability table.
+    t.hang_timeout_s = 0.0  # no progress for this long is a hang; 0 = max(10 x median step, 600 s)
+    t.hang_compile_timeout_s = 3600.0  # the bound until the first step completes (first compile)
+    t.on_hang = "exit"  # exit (code 75, so the job restarts and resumes) | report | off
+    t.barrier_timeout_s = 600  # every multi-process barrier, orbax's too, and async-save commits
+    t.on_save_error = "stop"  # stop | continue: what a checkpoint save that fails does
 
     c.optim = o = ml_collections.ConfigDict()
     o.name = "adamw"  # a name in lmjax.train.optim.OPTIMIZERS

@@ -14,7 +14,13 @@ def write_text(path, text: str) -> None:
     """Writes `path` whole or not at all: a temporary file beside it, then a rename."""
     path = epath.Path(path)
     tmp = path.parent / (path.name + ".tmp")
-    tmp.write_text(text)
+    try:
+        tmp.write_text(text)
+    except OSError:
+        # A full disk: the old file stays whole, and no partial temporary is left to use space.
+        if tmp.exists():
+            tmp.unlink()
+        raise
     tmp.replace(path)
 
 

@@ -47,6 +47,10 @@ def validate(cfg, num_devices: int | None = None):
                   "model.vocab_size", "model.max_seq_len", "train.log_every",
                   "train.eval_every", "train.checkpoint_every", "optim.grad_accum_steps"):
         _positive(cfg, field)
+    if t.hang_timeout_s < 0:
+        raise ConfigError(f"train.hang_timeout_s={t.hang_timeout_s}: must be >= 0 (0 = automatic)")
+    for field in ("train.hang_compile_timeout_s", "train.barrier_timeout_s"):
+        _positive(cfg, field)
     if t.eval_steps < 0:
         raise ConfigError(f"train.eval_steps={t.eval_steps}: must be >= 0 (0 = no eval)")
     if t.eval_tasks_every < 0:
@@ -66,6 +70,8 @@ def validate(cfg, num_devices: int | None = None):
         "model.param_dtype": ("float32", "bfloat16"),
         "optim.name": OPTIMIZERS, "optim.schedule": SCHEDULES, "optim.decay_shape": DECAY_SHAPES,
         "train.nonfinite": ("error", "skip"),
+        "train.on_hang": ("exit", "report", "off"),
+        "train.on_save_error": ("stop", "continue"),
     }
     for field, allowed in choices.items():
         group, leaf = field.split(".")

@@ -5,6 +5,7 @@ Backends, chosen by name in model.attention (ATTENTION_BACKENDS):
   blockwise    query blocks attend only to key blocks at or below the diagonal: the same result
                with ~half the score FLOPs at long T (the masked upper triangle is never computed).
   dot_product  jax.nn.dot_product_attention (cuDNN flash attention on GPU where it applies).
+  dot_product_cudnn  the same, required to run cuDNN's kernel (an error where it cannot).
 A backend is a function (q (B,T,H,K), k (B,T,G,K), v (B,T,G,K), segments (B,T) or None, model
 cfg) -> (B,T,H,K); a new kernel is one entry.
 """
@@ -69,10 +70,22 @@ def dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, cfg):
     return jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, mask=mask[:, None])
 
 
+def cudnn_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, cfg):
+    """jax.nn.dot_product_attention pinned to cuDNN's fused kernel (GPU, bf16/fp16 only)."""
+    if segments_BxT is None:
+        return jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, is_causal=True,
+                                            implementation="cudnn")
+    T = q_BxTxHxK.shape[1]
+    mask = attention_mask(jnp.arange(T), jnp.arange(T), segments_BxT, segments_BxT)
+    return jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, mask=mask[:, None],
+                                        implementation="cudnn")
+
+
 ATTENTION_BACKENDS = {
     "einsum": full_causal,
     "blockwise": blockwise_attention,
     "dot_product": dot_product_attention,
+    "dot_product_cudnn": cudnn_attention,
 }
 
 

@@ -1,6 +1,7 @@
 """Plots people compare: loss curves of several runs, and a sweep's eval loss against its fields.
 
     lmjax-plot WORKDIR [WORKDIR ...] [--out=loss_curves.png] [--x=step|tokens]
+    lmjax-plot --goodput WORKDIR [WORKDIR ...] --out=goodput.png
 
 Each WORKDIR holds the metrics.jsonl that lmjax-train writes; train loss is drawn solid and eval
 loss dashed with markers, one colour per run.
@@ -102,6 +103,36 @@ def plot_runs(workdirs, out: str, x_key: str = "step", title: str = "") -> None:
     _save(fig, out)
 
 
+def plot_goodput(workdirs, out: str, title: str = "") -> None:
+    """One horizontal bar per run: its wall time split into the goodput buckets (all restarts)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from etils import epath
+    from lmjax.train.goodput import BUCKETS, LEDGER
+    rows = []
+    for workdir, label in zip(workdirs, _labels(workdirs)):
+        path = epath.Path(workdir) / LEDGER
+        if path.exists():
+            ledger = json.loads(path.read_text())
+            rows.append((f"{label} ({ledger['goodput']:.0%} goodput)", ledger["buckets_s"]))
+    if not rows:
+        raise UsageError(f"no {LEDGER} in {', '.join(workdirs)}; pass workdirs of lmjax-train "
+                         "runs")
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.5 * len(rows)))
+    colors = matplotlib.colormaps["tab10"]
+    for i, bucket in enumerate(BUCKETS):
+        widths = [float(buckets.get(bucket, 0.0)) for _, buckets in rows]
+        lefts = [sum(float(b.get(k, 0.0)) for k in BUCKETS[:i]) for _, b in rows]
+        ax.barh([label for label, _ in rows], widths, left=lefts, color=colors(i), label=bucket)
+    ax.set_xlabel("wall time (s), summed over restarts")
+    ax.set_title(title or "where the time went", pad=24)  # room for the legend above the bars
+    ax.invert_yaxis()
+    ax.legend(fontsize=7, ncol=len(BUCKETS), loc="lower center", bbox_to_anchor=(0.5, 1.08))
+    fig.tight_layout()
+    _save(fig, out)
+
+
 def plot_tasks(workdir: str, out: str) -> bool:
     """loss.png's companion: every task/<name>/<metric> of metrics.jsonl against step."""
     import matplotlib
@@ -182,6 +213,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="loss_curves.png", help="PNG to write")
     parser.add_argument("--x", default="step", choices=("step", "tokens"))
     parser.add_argument("--title", default="")
+    parser.add_argument("--goodput", action="store_true",
+                        help="draw each run's wall-time breakdown (goodput.json) instead")
     args = parser.parse_args(argv)
     try:
         from etils import epath
@@ -189,7 +222,10 @@ def main(argv=None) -> int:
         if missing:
             raise UsageError(f"{missing[0]}: no such workdir; pass directories written by "
                              "lmjax-train")
-        plot_runs(args.workdirs, args.out, x_key=args.x, title=args.title)
+        if args.goodput:
+            plot_goodput(args.workdirs, args.out, title=args.title)
+        else:
+            plot_runs(args.workdirs, args.out, x_key=args.x, title=args.title)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

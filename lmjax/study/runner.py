@@ -34,6 +34,7 @@ class Point:
     error: str = ""
     summary: dict = dataclasses.field(default_factory=dict)
     returncode: int | None = None
+    after: str = ""  # a point of the same sweep that must finish first (a branch's source)
 
 
 def log_dir(root: str) -> str:
@@ -105,6 +106,21 @@ def child_env(root: str) -> dict:
     return env
 
 
+def _next_ready(queue: list, by_name: dict, waiting: bool):
+    """Pops the first point whose `after` point is done; one whose `after` failed (or can no
+    longer finish) comes back marked failed. None while every queued point waits on a running
+    one."""
+    for i, p in enumerate(queue):
+        source = by_name.get(p.after)
+        if source is None or source.status == "done":
+            return queue.pop(i)
+        if source.status == "failed" or (not waiting and source not in queue):
+            queue.pop(i)
+            p.status, p.error = "failed", f"its source point {p.after} did not finish"
+            return p
+    return None
+
+
 def run_points(points: list[Point], commands: dict, root: str, parallel: int = 1,
                selected: set | None = None) -> list[Point]:
     """Runs every unfinished point (of `selected` names, if given); returns the failed ones
@@ -143,9 +159,16 @@ def run_points(points: list[Point], commands: dict, root: str, parallel: int = 1
                file=sys.stderr)
     try:
         queue = list(todo)
+        by_name = {p.name: p for p in points}
         while queue or running:
             while queue and len(running) < parallel:
-                p = queue.pop(0)
+                p = _next_ready(queue, by_name, bool(running))
+                if p is None:
+                    break
+                if p.status == "failed":
+                    bar.update(1)
+                    write_results(points, root)
+                    continue
                 log = open(os.path.join(logs, p.name + ".log"), "a")
                 log.write(f"\n$ {' '.join(commands[p.name])}\n")
                 log.flush()

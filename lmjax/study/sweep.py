@@ -8,7 +8,9 @@ The experiment file calls `add(**overrides)` once per point, with dotted field n
 Every point is validated (unknown field, wrong type, bad mesh) before anything runs. Each point
 trains with `lmjax-train` in ROOT/<name>, the name spelled from its overrides; a point whose
 summary.json exists is finished and skipped, any other resumes from its checkpoints. A failing
-point does not stop the others. ROOT/results.csv, ROOT/results.png (eval loss against the swept
+point does not stop the others. In a string override `{root}` stands for ROOT: a point with
+init_from=checkpoint:{root}/NAME@STEP branches from point NAME's checkpoint and starts only once
+NAME has finished. ROOT/results.csv, ROOT/results.png (eval loss against the swept
 fields) and ROOT/curves.png (every point's loss curves) are rewritten as points finish.
 """
 import copy
@@ -26,6 +28,7 @@ from lmjax.errors import UsageError
 from lmjax.study.runner import Point, run_points
 
 _NAME_MAX = 120
+ROOT = "{root}"  # in a string override: the sweep's ROOT
 
 
 def _flatten(overrides: dict, prefix: str = "") -> dict:
@@ -147,7 +150,8 @@ def plan(spec: str, root: str, common: dict, num_devices: int, only: str = "",
             for part in field.split("."):
                 value = value[part]
             typed[field] = value
-        planned.append(Point(name=name, overrides=typed, workdir=os.path.join(root, name)))
+        planned.append(Point(name=name, overrides=typed, workdir=os.path.join(root, name),
+                             after=_source_point(typed.get("init_from", ""))))
     if only:
         if not any(fnmatch.fnmatchcase(p.name, only) for p in planned):
             raise UsageError(f"--only={only}: matches none of the points "
@@ -155,12 +159,21 @@ def plan(spec: str, root: str, common: dict, num_devices: int, only: str = "",
     return planned
 
 
+def _source_point(init_from: str) -> str:
+    """The point a branch starts from: NAME of init_from=checkpoint:{root}/NAME@STEP."""
+    prefix = "checkpoint:" + ROOT + "/"
+    if not init_from.startswith(prefix):
+        return ""
+    return init_from[len(prefix):].rpartition("@")[0]
+
+
 def train_command(spec: str, point: Point, common: dict) -> list[str]:
+    root = os.path.dirname(point.workdir)
     args = [sys.executable, "-m", "lmjax.train", f"--config={spec}", f"--workdir={point.workdir}"]
     for field, value in common.items():
         args.append(f"--config.{field}={value}")
     for field, value in point.overrides.items():
-        args.append(f"--config.{field}={format_value(value)}")
+        args.append(f"--config.{field}={format_value(value).replace(ROOT, root)}")
     return args
 
 

@@ -18,7 +18,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
@@ -26,6 +25,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 import lmjax
 from lmjax import io
 from lmjax.errors import NonFiniteError, UsageError
+from lmjax.train import barriers
 
 STATE, DATA, CONFIG = "state", "data", "config"
 ITEMS = (STATE, DATA, CONFIG)
@@ -43,13 +43,15 @@ def checkpoint_dir(workdir: str) -> str:
 
 
 def make_manager(workdir: str, train_cfg=None, read_only: bool = False,
-                 timeout_s: int = 1200) -> ocp.CheckpointManager:
+                 timeout_s: int | None = None) -> ocp.CheckpointManager:
     """The run's manager: keep the last `keep_checkpoints` steps and every `keep_every`-th.
 
     Saves are asynchronous; the loop decides when to save, so the manager never second-guesses
     a step it is handed.
     """
     keep = []
+    if timeout_s is None:  # the async commit is bounded like every other barrier
+        timeout_s = train_cfg.barrier_timeout_s if train_cfg is not None else 1200
     if train_cfg is not None:
         keep.append(policies.LatestN(n=max(1, train_cfg.keep_checkpoints)))
         if train_cfg.keep_every:
@@ -87,18 +89,16 @@ def all_finite(tree) -> bool:
         leaves))
 
 
-def gather_data_states(local_state: dict) -> list:
-    """Every process's data iterator state, in process order, on every process."""
+def gather_data_states(local_state: dict, step: int = 0) -> list:
+    """Every process's data iterator state, in process order, on every process.
+
+    Exchanged through the distributed key-value store, so a process that never arrives ends
+    the wait after train.barrier_timeout_s with its number, instead of hanging a collective.
+    """
     if jax.process_count() == 1:
         return [local_state]
-    from jax.experimental import multihost_utils
-    encoded = np.frombuffer(json.dumps(local_state).encode(), dtype=np.uint8)
-    lengths = multihost_utils.process_allgather(np.asarray([encoded.size], np.int32))
-    padded = np.zeros(int(np.max(lengths)), np.uint8)
-    padded[:encoded.size] = encoded
-    gathered = multihost_utils.process_allgather(padded)
-    return [json.loads(bytes(row[:int(n)]).decode())
-            for row, n in zip(np.asarray(gathered), np.asarray(lengths).reshape(-1))]
+    return barriers.exchange(f"lmjax_data_state/{step}", json.dumps(local_state),
+                             f"checkpoint save of step {step}", step, decode=json.loads)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, data_state: dict, config: dict,
@@ -112,7 +112,7 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_state: dict, con
         raise NonFiniteCheckpointError(
             f"the train state at step {step} holds NaN or Inf values; no checkpoint was written "
             "(the newest good one is kept). Lower optim.lr or check the initial parameters")
-    states = gather_data_states(data_state)
+    states = gather_data_states(data_state, step)
     metadata = {"step": int(step), "tokens_seen": int(tokens_seen), "wall_time": time.time(),
                 "lmjax_version": lmjax.__version__, "process_count": jax.process_count()}
     return manager.save(step, args=ocp.args.Composite(**{
@@ -201,15 +201,9 @@ def _quarantine(manager, steps, reasons):
             target = target_root / f"{step}-{int(time.time())}"
             io.move(source, target)
             io.write_text(target / "WHY.txt", reason + "\n")
-    _barrier("lmjax_quarantine")
+    barriers.barrier("lmjax_quarantine", "moving unreadable checkpoints aside")
     manager.reload()
     return str(target_root)
-
-
-def _barrier(name: str):
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices(name)
 
 
 def restore_latest(manager, abstract_state, warn=print):

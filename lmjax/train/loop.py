@@ -12,15 +12,18 @@ from lmjax.errors import NonFiniteError
 from lmjax.data import make_data
 from lmjax.model import aux, flops_per_token
 from lmjax.parallel import mesh as mesh_lib, shardings
-from lmjax.train import checkpoint, metrics as metrics_lib, mfu, preemption, state as state_lib
+from lmjax.train import checkpoint, memory, metrics as metrics_lib, mfu, preemption
+from lmjax.train import state as state_lib
+from lmjax.train import guard as guard_lib
 from lmjax.train import step as step_lib
 
 
 class Trainer:
     """Builds everything a run needs from a validated config; `run()` trains to train.steps."""
 
-    def __init__(self, cfg, workdir: str):
+    def __init__(self, cfg, workdir: str, guard: guard_lib.RunGuard | None = None):
         self.cfg, self.workdir = cfg, workdir
+        self.guard = guard or guard_lib.RunGuard(cfg, workdir)
         self.is_main = jax.process_index() == 0
         self.mesh = mesh_lib.make_mesh(cfg)
         self.step = step_lib.build(cfg, self.mesh)
@@ -30,6 +33,7 @@ class Trainer:
         epath.Path(workdir).mkdir(parents=True, exist_ok=True)
         self.data = make_data(cfg, workdir, jax.process_index(), jax.process_count())
         self.manager = checkpoint.make_manager(workdir, cfg.train)
+        self.guard.attach(self.manager)
         self.task_evals = None
         if cfg.train.eval_tasks:
             from lmjax.train.task_evals import TaskEvals
@@ -46,7 +50,8 @@ class Trainer:
         """The newest readable checkpoint, read onto this mesh, or a fresh init at step 0."""
         with self.mesh_context():
             abstract = self.step.abstract_state()
-            found = checkpoint.restore_latest(self.manager, abstract, warn=self.warn)
+            with self.guard.phase("restore"):
+                found = checkpoint.restore_latest(self.manager, abstract, warn=self.warn)
             if found is None and self.cfg.init_from.startswith("checkpoint:"):
                 return self.branch(abstract)
             if found is None:
@@ -89,7 +94,7 @@ class Trainer:
             total, count = total + float(s), count + float(c)
         return total / max(count, 1.0)
 
-    def describe(self, state, compiled, compile_s: float):
+    def describe(self, state, batch, compiled, compile_s: float):
         params = state.params
         n = state_lib.count_params(params)
         active = state_lib.active_params(params, self.cfg.model)
@@ -105,6 +110,8 @@ class Trainer:
         if mem is not None:
             temp = getattr(mem, "temp_size_in_bytes", 0)
             lines[-1] += f"; compiled temp memory {temp / 2**20:.1f} MiB/device"
+            # The same count lmjax-plan makes ahead of time, so the two can be compared.
+            lines.append(memory.describe(memory.footprint(compiled, state, batch)))
         for line in lines:
             self.log(line)
 
@@ -112,6 +119,7 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         state, start = self.init_or_restore()
         self.state = state
+        self.guard.resumed_at(start)
         self.already_finished = start >= t.steps
         if self.already_finished:
             # A finished run: its metrics, summary, plot and sample stay exactly as they are.
@@ -130,10 +138,10 @@ class Trainer:
                  f"{flops / 1e6:.2f} MFLOPs per token")
 
         batch = shardings.global_batch(next(self.data.train), self.batch_sh)
-        with self.mesh_context():
+        with self.mesh_context(), self.guard.phase("compile"):
             t0 = time.perf_counter()
             compiled = self.train_step.lower(state, batch).compile()
-            self.describe(state, compiled, time.perf_counter() - t0)
+            self.describe(state, batch, compiled, time.perf_counter() - t0)
 
         progress = _progress(start, t.steps, self.is_main and t.progress)
         pending, window_start, skipped = [], time.perf_counter(), 0
@@ -141,10 +149,12 @@ class Trainer:
         step = start
         with self.mesh_context(), preemption.PreemptionWatch() as watch:
             while step < t.steps:
+                self.guard.step_start(step + 1)
                 if step > start:
                     batch = shardings.global_batch(next(self.data.train), self.batch_sh)
                 state, step_metrics = compiled(state, batch)
                 step += 1
+                self.guard.step_done(step)
                 pending.append(step_metrics)
                 last = step == t.steps
                 # Every host asks every step, so all of them stop at the same one.
@@ -156,7 +166,7 @@ class Trainer:
                     bad = [start_step for start_step, m in
                            zip(range(step - len(values) + 1, step + 1), values) if not m["finite"]]
                     if bad and t.nonfinite == "error":
-                        self.manager.wait_until_finished()  # the last good save completes
+                        self.guard.saves.wait()  # the last good save completes
                         raise NonFiniteError(
                             f"non-finite loss or gradient norm at step {bad[0]}; the update was "
                             "not applied and no checkpoint was written. Lower optim.lr, check the "
@@ -175,32 +185,36 @@ class Trainer:
                     if t.nonfinite == "skip":
                         record["skipped_steps"] = skipped
                     record.update(_layer_metrics(values))
+                    record.update(self.guard.metrics(step))
                     writer.write(step, record)
                     progress.update(step - progress.n)
                     progress.set_postfix(loss=f"{train_loss:.4f}", tok_s=f"{tps:,.0f}")
                     pending, window_start = [], time.perf_counter()
                 if (step % t.eval_every == 0 or last) and not stop:
                     if t.eval_steps > 0:
-                        eval_loss = self.evaluate(state.params)
+                        with self.guard.phase("eval"):
+                            eval_loss = self.evaluate(state.params)
                         writer.write(step, {"eval_loss": eval_loss})
                         progress.write(f"step {step}: eval loss {eval_loss:.4f}") \
                             if self.is_main else None
                     window_start = time.perf_counter()
                 if self.task_evals and self.task_evals.due(step, last) and not stop:
-                    writer.write(step, self.task_evals(state.params, step))
+                    with self.guard.phase("eval"):
+                        writer.write(step, self.task_evals(state.params, step))
                     window_start = time.perf_counter()
                 if saving:
-                    checkpoint.save(self.manager, step, state, self.data.train.get_state(),
-                                    checkpoint.dump_config(cfg.to_dict()), step * tokens_per_step)
+                    self.guard.saves.save(step, state, self.data.train.get_state(),
+                                          checkpoint.dump_config(cfg.to_dict()),
+                                          step * tokens_per_step)
                 if stop:
-                    self.manager.wait_until_finished()
+                    self.guard.saves.wait()
                     progress.close()
                     writer.close()
                     raise preemption.Preempted(
                         f"stopped on {watch.signal_name} after step {step}; checkpoint "
                         f"{self.manager.directory / str(step)} is complete. Run the same command "
                         "again to resume from it", watch.exit_code)
-        self.manager.wait_until_finished()
+        self.guard.saves.wait()
         progress.close()
         writer.close()
         summary = {"step": step, "train_loss": train_loss, "eval_loss": eval_loss,
@@ -230,6 +244,7 @@ def _progress(start, total, enabled):
 def finish(trainer: Trainer, summary: dict):
     """What a person looks at after a run: a sample, the loss curve, summary.json."""
     cfg, workdir = trainer.cfg, trainer.workdir
+    trainer.guard.goodput.enter("other")
     if cfg.train.sample_tokens > 0:
         from lmjax.infer.generate import Generator, Sampling, generate_text
         # Every process takes part: the parameters may be sharded across all of them.
@@ -244,6 +259,7 @@ def finish(trainer: Trainer, summary: dict):
     from lmjax.study.plot import plot_runs, plot_tasks
     plot = str(epath.Path(workdir) / "loss.png")
     plot_runs([workdir], plot, title=os.path.basename(os.path.normpath(workdir)))
+    summary.update(trainer.guard.summary(summary["step"]))
     if cfg.train.eval_tasks:
         plot_tasks(workdir, str(epath.Path(workdir) / "tasks.png"))
     io.write_json(epath.Path(workdir) / "summary.json", summary)
@@ -259,10 +275,11 @@ def train(cfg, workdir: str) -> dict:
 
 def run(cfg, workdir: str) -> dict:
     """Trains a config that lmjax.validation.prepare has already checked."""
-    trainer = Trainer(cfg, workdir)
-    summary = trainer.run()
-    if not trainer.already_finished:
-        finish(trainer, summary)
+    with guard_lib.RunGuard(cfg, workdir) as guard:
+        trainer = Trainer(cfg, workdir, guard)
+        summary = trainer.run()
+        if not trainer.already_finished:
+            finish(trainer, summary)
     return summary
 
 

@@ -30,8 +30,12 @@ def dummy_tokens(cfg):
 
 
 def abstract_params(model, cfg):
-    """Parameter shapes with their logical axis boxes, computed without allocating anything."""
-    return jax.eval_shape(model.init, jax.random.key(0), dummy_tokens(cfg))["params"]
+    """Parameter shapes with their logical axis boxes, computed without allocating anything.
+
+    The key and tokens are made inside the trace: under a mesh of compile-only devices (the
+    planner's TPU targets) an eager array could not be placed.
+    """
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), dummy_tokens(cfg)))["params"]
 
 
 def state_shardings(model, tx, cfg, mesh, logical_rules):

@@ -143,9 +143,11 @@ def build(cfg, mesh) -> Step:
     rules = shardings.rules(cfg)
     model = build_model(cfg.model)
     tx, lr_schedule = make_optimizer(cfg)
+    # Shardings need only the mesh and rules; outside the mesh context optax's eager
+    # placeholder init also works for meshes of compile-only devices.
+    state_sh = state_lib.state_shardings(model, tx, cfg, mesh, rules)
+    batch_sh = shardings.batch_sharding(mesh, rules)
     with context(mesh, rules):
-        state_sh = state_lib.state_shardings(model, tx, cfg, mesh, rules)
-        batch_sh = shardings.batch_sharding(mesh, rules)
         train_step = jax.jit(make_train_step(model, tx, lr_schedule, cfg),
                              in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
                              donate_argnums=0)

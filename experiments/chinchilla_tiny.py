@@ -1,0 +1,132 @@
+"""Chinchilla's compute-optimal scaling on a CPU: IsoFLOP profiles from WSD cooldown branches.
+
+Eight GPT-2-style sizes, 160k to 1.85M parameters (25k to 1.24M without the tied 4096 x d
+embedding), shaped as Chinchilla's table A9 scales them (depth and width grow together, head
+size fixed at 16, d_ff = 4 d_model). Each size trains once with a constant LR after warmup (the
+WSD stable phase, a save every `quantum` steps); each (size, budget) pair branches from the last
+save at or before 80% of its D = C / 6N and decays the LR to 0 over the rest (1-sqrt shape,
+Hägele et al. 2024), so every point's loss is at the end of its own decayed schedule. Budgets
+are C = 6ND with N the total parameter count (embeddings included, as Chinchilla counts them):
+  C = 8e12  on sizes 1-4        C = 2.4e13 on sizes 2-6        C = 7.2e13 on sizes 4-8
+18 branches, 8 stable runs; 4.3e14 FLOPs of 6ND in all (~2 h at 60 GFLOP/s), D from 1.4M to
+21M tokens.
+
+Data: a 4096-piece SentencePiece BPE on 28 public-domain Project Gutenberg books (16.4 MB,
+4.8M tokens; experiments/data/gutenberg_books.tar.xz, its MANIFEST.tsv and SOURCE.txt name
+them); the eval set is 3 whole held-out books (A Tale of Two Cities, Meditations, The Time
+Machine), never windows of the training books. The largest D repeats the corpus ~4.4 times.
+
+  mkdir -p data && tar -xJf experiments/data/gutenberg_books.tar.xz -C data
+  lmjax-prepare --input=data/gutenberg/train --valid_files=data/gutenberg/valid \\
+      --output=data/gutenberg_sp4k --tokenizer=sentencepiece --vocab_size=4096
+  lmjax-sweep --config=experiments/chinchilla_tiny.py --workdir=runs/chinchilla_tiny
+  python -m lmjax.study.wsd --config=experiments/chinchilla_tiny.py \\
+      --workdir=runs/chinchilla_tiny --out=experiments/results/chinchilla_tiny
+  lmjax-scaling --results=experiments/results/chinchilla_tiny/results.csv
+
+`:quick` runs the whole pipeline on sizes 1-3 and two budgets ~30x smaller (12 runs, minutes);
+`:lr` is the learning-rate sweep at the base size that chose LR below.
+
+Learning rate: LR = 3e-3 at every size (standard parametrization), from the `:lr` sweep at size 3
+(results in experiments/results/chinchilla_tiny/lr_sweep.csv).
+
+Measured here: see experiments/results/chinchilla_tiny/report.txt and the section at the end
+of this docstring.
+"""
+from lmjax.config import base_config
+
+VOCAB, SEQ, BATCH = 4096, 128, 16
+TOKENS_PER_STEP = SEQ * BATCH
+HEAD_DIM = 16
+SIZES = {  # name: (num_layers, d_model)
+    "s1": (2, 32), "s2": (2, 48), "s3": (2, 64), "s4": (3, 80),
+    "s5": (3, 96), "s6": (4, 112), "s7": (4, 128), "s8": (5, 144),
+}
+BUDGETS = {8e12: ["s1", "s2", "s3", "s4"],
+           2.4e13: ["s2", "s3", "s4", "s5", "s6"],
+           7.2e13: ["s4", "s5", "s6", "s7", "s8"]}
+QUICK_BUDGETS = {2.5e11: ["s1", "s2", "s3"], 7.5e11: ["s1", "s2", "s3"]}
+LR = 3e-3
+LR_SWEEP = (1e-3, 2e-3, 3e-3, 6e-3, 1.2e-2)
+DATA = "data/gutenberg_sp4k"  # written by the lmjax-prepare command above
+
+
+def get_config(arg=None):
+    if arg not in (None, "quick", "lr"):
+        raise ValueError(f"unknown variant {arg!r}; use :quick, :lr or nothing")
+    c = base_config()
+    m = c.model
+    m.num_layers, m.d_model = SIZES["s3"]
+    m.num_heads, m.d_ff = m.d_model // HEAD_DIM, 4 * m.d_model
+    m.vocab_size, m.max_seq_len = VOCAB, SEQ
+    m.positions, m.norm, m.mlp = "learned", "layernorm", "gelu"
+    t = c.train
+    t.batch_size, t.seq_len = BATCH, SEQ
+    t.steps = 1000
+    t.eval_steps = 32  # 32 x 16 x 128 = 65k tokens of the held-out books, the same for every run
+    t.eval_every = t.checkpoint_every = 100
+    t.keep_checkpoints = 1
+    t.log_every = 10
+    t.sample_tokens = 0
+    t.progress = False
+    o = c.optim
+    o.lr, o.min_lr = LR, 0.0
+    o.warmup_steps = 100
+    o.decay_shape = "1-sqrt"
+    o.weight_decay = 0.1
+    c.metrics.tensorboard = False
+    c.data.path = DATA
+    c.data.tokenizer = "sentencepiece"
+    if arg == "quick":
+        t.eval_steps = 8
+        o.warmup_steps = 10
+    if arg == "lr":
+        o.schedule = "wsd"  # decayed over the last 20%, as the study's branches
+        t.steps = 600
+        t.eval_every = t.checkpoint_every = 600
+    return c
+
+
+def size_overrides(name: str) -> dict:
+    layers, d_model = SIZES[name]
+    return {"model.num_layers": layers, "model.d_model": d_model,
+            "model.num_heads": d_model // HEAD_DIM, "model.d_ff": 4 * d_model}
+
+
+def num_params(name: str) -> tuple[int, int]:
+    """(total, without the embedding tables) parameters of a size, counted from its shapes."""
+    import jax
+    from lmjax.config import apply_overrides
+    from lmjax.model import build_model
+    from lmjax.train import state
+    cfg = get_config()
+    apply_overrides(cfg, size_overrides(name))
+    params = state.strip_boxes(state.abstract_params(build_model(cfg.model), cfg))
+    total = state.count_params(params)
+    tables = sum(leaf.size for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+                 if getattr(path[-1], "key", "") in ("embedding", "pos_embed"))
+    return total, total - tables
+
+
+def study_points(arg=None) -> list[dict]:
+    """The stable runs and cooldown branches (lmjax.study.wsd.plan) of the study or `:quick`."""
+    from lmjax.study import wsd
+    budgets = QUICK_BUDGETS if arg == "quick" else BUDGETS
+    used = [s for s in SIZES if any(s in members for members in budgets.values())]
+    counts = {s: num_params(s) for s in used}
+    sizes = {s: (counts[s][0], size_overrides(s)) for s in used}
+    points = wsd.plan(sizes, budgets, TOKENS_PER_STEP, cooldown=0.2)
+    for p in points:
+        p["num_params"], p["non_embedding_params"] = counts[p["size"]]
+        p["tokens_per_step"] = TOKENS_PER_STEP
+    return points
+
+
+def sweep(add, arg=None):
+    if arg == "lr":
+        for lr in LR_SWEEP:
+            add(**{"optim.lr": lr})
+        return
+    from lmjax.study import wsd
+    for overrides in wsd.sweep_overrides(study_points(arg)):
+        add(**overrides)

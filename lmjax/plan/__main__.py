@@ -1,0 +1,3 @@
+from lmjax.plan.main import main
+
+main()

@@ -1,0 +1,100 @@
+"""The planner's record of one compile, its printed table, and advice when it does not fit."""
+import json
+import math
+
+from lmjax.plan import estimate as estimate_lib
+
+GiB = 2 ** 30
+
+
+def record(cfg, target, facts, compiled, overrides=None) -> dict:
+    """Everything the planner reports for one layout, JSON-ready (bytes per device, seconds)."""
+    t = cfg.train
+    tokens_per_device = t.batch_size * t.seq_len / target.num_devices
+    rec = {"target": target.spec, "topology": target.topology or target.spec,
+           "num_slices": target.num_slices, "devices": target.num_devices,
+           "device": facts.name, "mesh": compiled.mesh, "memory": compiled.memory}
+    rec.update(estimate_lib.fit(compiled, facts))
+    est = estimate_lib.estimate(compiled, facts, tokens_per_device)
+    rec.update(xla_flops=compiled.xla_flops, xla_bytes=compiled.xla_bytes,
+               formula_flops=compiled.formula_flops, **est,
+               peak_flops=facts.peak_flops, bandwidth=facts.bandwidth, facts_source=facts.source,
+               compile_s=compiled.compile_s, oom=compiled.oom,
+               overrides=dict(overrides or {}))
+    rec["tokens_per_s_per_chip"] = rec.pop("tokens_per_s_per_device")
+    if not rec["fits"]:
+        rec["advice"] = advice(cfg, rec)
+    return rec
+
+
+def _gib(n: float) -> str:
+    return f"{n / GiB:.2f} GiB"
+
+
+def advice(cfg, rec) -> str:
+    """What would make a layout fit: more chips for the state, or smaller temporaries."""
+    mem, limit = rec["memory"], rec["limit_bytes"]
+    state = mem["params"] + mem["optimizer"]
+    mesh = rec["mesh"]
+    sharded_over = mesh.get("fsdp", 1) * mesh.get("tensor", 1)
+    if state > limit * 0.9:
+        # Parameters and moments divide over the fsdp x tensor axes; leave 10% for the step.
+        chips = 2 ** math.ceil(math.log2(state * sharded_over / (limit * 0.9)))
+        return (f"parameters and optimizer state alone take {_gib(state)} per device; shard them "
+                f"over at least {chips} chips (mesh.fsdp) or use a larger slice")
+    free = limit - mem["arguments"] - mem["outputs"]
+    hints = []
+    if free > 0 and mem["temporaries"] > 0:
+        accum = cfg.optim.grad_accum_steps
+        rows = cfg.train.batch_size // max(1, mesh.get("data", 1) * mesh.get("fsdp", 1))
+        need = accum * 2 ** math.ceil(math.log2(max(1.0, mem["temporaries"] / free)))
+        if need <= accum * rows and cfg.train.batch_size % need == 0 and need > accum:
+            hints.append(f"--config.optim.grad_accum_steps={need}")
+    if cfg.model.remat_policy != "full":
+        hints.append("--config.model.remat_policy=full")
+    hints.append("a larger slice, or --search for a layout that fits")
+    return (f"temporaries take {_gib(mem['temporaries'])} per device with "
+            f"{_gib(max(free, 0))} left after the state and batch; try " + ", ".join(hints))
+
+
+def lines(rec, experiment: str) -> list[str]:
+    mem = rec["memory"]
+    mesh = " x ".join(f"{k}={v}" for k, v in rec["mesh"].items())
+    out = [f"lmjax-plan: {experiment} on {rec['device']} {rec['topology']}"
+           f"{' x %d slices' % rec['num_slices'] if rec['num_slices'] > 1 else ''}: "
+           f"{rec['devices']} devices",
+           f"mesh: {mesh}",
+           "memory per device:",
+           f"  parameters       {_gib(mem['params']):>12}",
+           f"  optimizer state  {_gib(mem['optimizer']):>12}",
+           f"  batch            {_gib(mem['batch']):>12}",
+           f"  temporaries      {_gib(mem['temporaries']):>12}"
+           f"{'  (at least: XLA refused the program)' if rec['oom'].startswith('RESOURCE') else ''}",
+           f"  other outputs    {_gib(mem['outputs']):>12}",
+           f"  total            {_gib(mem['total']):>12}"]
+    limit = (f"{_gib(rec['memory_bytes'])} per chip ({_gib(rec['limit_bytes'])} usable by XLA)"
+             if rec["limit_bytes"] != rec["memory_bytes"] else _gib(rec["limit_bytes"]))
+    if rec["fits"]:
+        out.append(f"memory: {limit}; fits with {_gib(rec['headroom_bytes'])} to spare")
+    else:
+        out.append(f"memory: {limit}; does not fit by {_gib(-rec['headroom_bytes'])}")
+        out.append(f"  to fit: {rec['advice']}")
+    if rec["oom"]:
+        out.append(f"no step-time estimate: {rec['oom']}")
+    else:
+        scaled = (f" (loop bodies counted once by XLA: scaled x{rec['loop_scale']:.2f})"
+                  if rec["loop_scale"] > 1 else "")
+        out += [f"FLOPs per step per device: XLA {rec['xla_flops']:.4g}, 6N+12LdT "
+                f"{rec['formula_flops']:.4g}{scaled}",
+                f"step time: {rec['step_s'] * 1e3:.4g} ms ({rec['step_source']}); roofline "
+                f"{rec['roofline_s'] * 1e3:.4g} ms = max(compute {rec['compute_s'] * 1e3:.4g}, "
+                f"memory {rec['memory_s'] * 1e3:.4g})",
+                f"tokens/s per chip: {rec['tokens_per_s_per_chip']:,.0f}; MFU "
+                f"{100 * rec['mfu']:.1f}% of {rec['peak_flops'] / 1e12:.4g} TFLOP/s",
+                f"chip facts: {rec['facts_source']}"]
+    out.append(f"compiled in {rec['compile_s']:.1f} s")
+    return out
+
+
+def json_line(rec) -> str:
+    return json.dumps(rec, sort_keys=True)

@@ -1,0 +1,191 @@
+"""`lmjax-plan --search`: compile candidate layouts of one model and global batch, rank them.
+
+Candidates vary the mesh split over MESH_AXES, the remat policy, gradient-accumulation
+microbatches and layer scan. Trying every combination would cost hundreds of compiles, so the
+search goes one dimension at a time: every mesh first, then the remat policies, microbatch
+counts and scan setting for the best few layouts so far. A candidate whose parameters, optimizer
+state and batch alone exceed the device's memory is ruled out without compiling. Compiles run in
+parallel processes, as many as the cores and memory allow.
+"""
+import concurrent.futures
+import math
+import multiprocessing
+import os
+import time
+
+from lmjax.parallel.mesh import MESH_AXES
+
+REMAT_POLICIES = ("none", "dots_with_no_batch_dims_saveable", "dots_saveable", "full")
+MICROBATCHES = (1, 2, 4, 8)
+KEEP = 2  # layouts carried from one stage to the next
+COMPILE_MEMORY = 6 * 2 ** 30  # host memory one large compile may take
+
+
+def _powers_of_two(n: int) -> list[int]:
+    return [2 ** k for k in range(int(math.log2(n)) + 1) if n % 2 ** k == 0]
+
+
+def mesh_candidates(cfg, num_devices: int) -> list[dict]:
+    """Every data x fsdp x tensor split (powers of two) that the model's shapes allow."""
+    m, t = cfg.model, cfg.train
+    out = []
+    for tensor in _powers_of_two(num_devices):
+        if any(v % tensor for v in (m.num_heads, m.num_kv_heads or m.num_heads, m.d_ff,
+                                    m.vocab_size)):
+            continue
+        for fsdp in _powers_of_two(num_devices // tensor):
+            data = num_devices // (tensor * fsdp)
+            if m.d_model % fsdp or t.batch_size % (data * fsdp):
+                continue
+            out.append({"mesh.data": data, "mesh.fsdp": fsdp, "mesh.tensor": tensor})
+    assert set(MESH_AXES) == {"data", "fsdp", "tensor"}, "new mesh axes need candidates here"
+    return out
+
+
+def _variants(cfg, base: dict, field: str, values) -> list[dict]:
+    out = []
+    for value in values:
+        candidate = dict(base, **{field: value})
+        if field == "optim.grad_accum_steps":
+            shards = candidate["mesh.data"] * candidate["mesh.fsdp"]
+            if cfg.train.batch_size % (value * shards):
+                continue
+        out.append(candidate)
+    return out
+
+
+def default_jobs() -> int:
+    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return max(1, min(os.cpu_count() or 1, ram // COMPILE_MEMORY))
+
+
+# ---------------------------------------------------------------- one candidate, in a worker
+
+_WORKER = {}
+
+
+def _init_worker(experiment, target, base_overrides, facts, limit):
+    from lmjax.plan import planner
+    planner.use_platform(target)
+    _WORKER.update(experiment=experiment, target=target, base=base_overrides, facts=facts,
+                   limit=limit)
+
+
+def _config(overrides):
+    from lmjax import config as config_lib, validation
+    cfg = config_lib.load_config(_WORKER["experiment"])
+    config_lib.apply_overrides(cfg, dict(_WORKER["base"], **overrides))
+    cfg.data.path = ""  # the planner reads no data
+    validation.prepare(cfg, _WORKER["target"].num_devices, log=lambda _: None)
+    return cfg
+
+
+def _state_bytes(cfg, devices) -> int:
+    """Parameters, optimizer state and batch per device, from shapes alone (no compile)."""
+    from lmjax.parallel import mesh as mesh_lib
+    from lmjax.parallel.shardings import bytes_per_device
+    from lmjax.train import step as step_lib
+    step = step_lib.build(cfg, mesh_lib.make_mesh(cfg, devices))
+    return bytes_per_device(step.abstract_state()) + bytes_per_device(step.abstract_batch())
+
+
+def evaluate(overrides: dict) -> dict:
+    """One candidate's record, or a note that its state alone cannot fit (nothing compiled)."""
+    from lmjax.errors import UsageError
+    from lmjax.plan import planner, target as target_lib
+    target, limit = _WORKER["target"], _WORKER["limit"]
+    try:
+        cfg = _config(overrides)
+    except UsageError as e:
+        return {"overrides": overrides, "fits": False, "skipped": str(e)}
+    if limit:
+        state = _state_bytes(cfg, target_lib.devices(target))
+        if state > limit:
+            return {"overrides": overrides, "fits": False, "headroom_bytes": limit - state,
+                    "skipped": f"state and batch alone take {state / 2 ** 30:.2f} GiB"}
+    return planner.plan(cfg, target, overrides, _WORKER["facts"], limit)
+
+
+# ---------------------------------------------------------------- the search
+
+def _key(rec):
+    """Fitting layouts by estimated step time, then the rest by how far they miss."""
+    if rec.get("fits"):
+        return (0, rec["step_s"])
+    return (1, -rec.get("headroom_bytes", -float("inf")))
+
+
+def _label(overrides: dict) -> str:
+    o = overrides
+    return (f"{o['mesh.data']}x{o['mesh.fsdp']}x{o['mesh.tensor']:<3} "
+            f"{o['model.remat_policy']:<33} {o['optim.grad_accum_steps']:>5} "
+            f"{str(o['model.scan_layers']):<5}")
+
+
+def _row(rank, rec) -> str:
+    label = _label(rec["overrides"])
+    if "skipped" in rec:
+        return f"{rank:>4}  {label}  ruled out: {rec['skipped']}"
+    mem = rec["memory"]["total"] / 2 ** 30
+    if not rec["fits"]:
+        return (f"{rank:>4}  {label}  {mem:8.2f}  does not fit by "
+                f"{-rec['headroom_bytes'] / 2 ** 30:.2f} GiB")
+    return (f"{rank:>4}  {label}  {mem:8.2f}  {rec['step_s'] * 1e3:10.4g}  "
+            f"{rec['tokens_per_s_per_chip']:10,.0f}  {100 * rec['mfu']:5.1f}%  "
+            f"{rec['compile_s']:6.1f}")
+
+
+def run(cfg, target, args, overrides) -> dict:
+    """Ranks candidate layouts; prints progress and the table; returns the winner's record."""
+    from lmjax.plan import aot, planner, target as target_lib
+    start = time.perf_counter()
+    jobs = args.jobs or default_jobs()
+    limit = aot.usable_memory(target_lib.devices(target)[0])
+    facts = planner.facts_for(target)  # measured once, before compiles compete for the cores
+    base = {"model.remat_policy": cfg.model.remat_policy,
+            "optim.grad_accum_steps": cfg.optim.grad_accum_steps,
+            "model.scan_layers": cfg.model.scan_layers}
+    done = {}
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(
+            jobs, mp_context=context, initializer=_init_worker,
+            initargs=(args.config, target, dict(overrides), facts, limit)) as pool:
+
+        def stage(name, candidates):
+            todo = [c for c in candidates if _label(c) not in done]
+            print(f"search: {name}: {len(todo)} candidate(s) on {jobs} process(es)", flush=True)
+            futures = {pool.submit(evaluate, c): c for c in todo}
+            for future in concurrent.futures.as_completed(futures):
+                rec = future.result()
+                done[_label(rec["overrides"])] = rec
+                print(f"  {_row(len(done), rec)}", flush=True)
+            return sorted(done.values(), key=_key)[:KEEP]
+
+        best = stage("mesh", [dict(base, **m) for m in mesh_candidates(cfg, target.num_devices)])
+        for field, values in (("model.remat_policy", REMAT_POLICIES),
+                              ("optim.grad_accum_steps", MICROBATCHES),
+                              ("model.scan_layers", (True, False))):
+            candidates = [v for rec in best for v in _variants(cfg, rec["overrides"], field,
+                                                                  values)]
+            best = stage(field, candidates)
+    ranked = sorted(done.values(), key=_key)
+    elapsed = time.perf_counter() - start
+    print(f"\nlayouts of {args.config} on {target.describe()}, ranked by estimated step time:")
+    print(f"{'rank':>4}  {'mesh d x f x t':<13} {'remat':<33} {'accum':>5} {'scan':<5}  "
+          f"{'mem GiB':>8}  {'step ms':>10}  {'tok/s/chip':>10}  {'MFU':>6}  {'compile':>6}")
+    for i, rec in enumerate(ranked, 1):
+        print(_row(i, rec))
+    compiled = sum(1 for r in ranked if "skipped" not in r)
+    print(f"search took {elapsed:.1f} s: {compiled} compiled, {len(ranked) - compiled} ruled "
+          "out before compiling")
+    winner = dict(ranked[0])
+    if winner.get("fits"):
+        flags = " ".join(f"--config.{k}={v}" for k, v in winner["overrides"].items())
+        print(f"best layout: {flags}")
+    else:
+        print("no candidate fits; use a larger slice or a smaller batch")
+    winner["search_s"] = elapsed
+    winner["ranked"] = [{"overrides": r["overrides"], "fits": r.get("fits", False),
+                         "step_s": r.get("step_s"), "total_bytes":
+                         r.get("memory", {}).get("total")} for r in ranked]
+    return winner

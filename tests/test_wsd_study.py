@@ -1,0 +1,91 @@
+"""WSD IsoFLOP studies: branches land on their FLOP budgets, stable segments chain, branch points
+wait for their sources, and the chinchilla_tiny :quick study runs end to end (slow)."""
+import csv
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from lmjax.study import runner, sweep, wsd
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STUDY = os.path.join(REPO, "experiments", "chinchilla_tiny.py")
+SIZES = {"a": (2e5, {"model.d_model": 32}), "b": (4e5, {"model.d_model": 48}),
+         "c": (8e5, {"model.d_model": 64})}
+BUDGETS = {1e12: ["a", "b", "c"], 4e12: ["a", "b", "c"], 1.6e13: ["b", "c"]}
+
+
+def test_plan_puts_every_branch_on_its_budget_and_chains_the_stable_phase():
+    points = wsd.plan(SIZES, BUDGETS, tokens_per_step=1024, cooldown=0.2)
+    branches = [p for p in points if p["role"] == "cooldown"]
+    assert len(branches) == 8
+    assert [p["budget"] for p in points] == sorted(p["budget"] for p in points)
+    for p in branches:
+        n = SIZES[p["size"]][0]
+        tokens = p["steps"] * 1024
+        assert abs(6 * n * tokens - p["budget"]) <= 6 * n * 1024 / 2  # within half a step
+        assert p["start"] == int(0.8 * p["steps"])
+        source = points[p["source"]]
+        assert source["role"] == "stable" and source["size"] == p["size"]
+        assert source["steps"] == p["start"]  # the segment ends where the branch starts
+    for size in SIZES:
+        segments = [p for p in points if p["role"] == "stable" and p["size"] == size]
+        assert segments[0]["start"] == 0 and segments[0]["source"] is None
+        for before, after in zip(segments, segments[1:]):
+            assert after["start"] == before["steps"] and points[after["source"]] is before
+
+
+def test_sweep_points_name_their_sources_and_wait_for_them(tmp_path):
+    points = sweep.plan(STUDY + ":quick", str(tmp_path), {}, num_devices=1, check_data=False)
+    names = [p.name for p in points]
+    waiting = [p for p in points if p.after]
+    assert len(waiting) == len(points) - 3  # all but the 3 sizes' first stable segments
+    for p in waiting:
+        assert names.index(p.after) < names.index(p.name)
+        assert p.overrides["init_from"].startswith("checkpoint:{root}/" + p.after + "@")
+    command = sweep.train_command(STUDY + ":quick", waiting[0], {})
+    assert f"--config.init_from=checkpoint:{tmp_path}/{waiting[0].after}@" in " ".join(command)
+
+    source, branch, other = (runner.Point(n, {}, str(tmp_path / n)) for n in "sbo")
+    branch.after = "s"
+    by_name = {p.name: p for p in (source, branch, other)}
+    queue = [branch, other]
+    source.status = "running"
+    assert runner._next_ready(queue, by_name, waiting=True) is other
+    assert runner._next_ready(queue, by_name, waiting=True) is None  # branch waits
+    source.status = "failed"
+    failed = runner._next_ready(queue, by_name, waiting=True)
+    assert failed is branch and failed.status == "failed" and "s did not finish" in failed.error
+
+
+@pytest.mark.slow
+def test_quick_study_runs_end_to_end(tmp_path):
+    """Corpus, tokenizer, 12 runs through lmjax-sweep, results.csv, both fits and figures."""
+    with tarfile.open(os.path.join(REPO, "experiments", "data", "gutenberg_books.tar.xz")) as tar:
+        tar.extractall(tmp_path / "data", filter="data")
+    env = {**os.environ, "PYTHONPATH": REPO}
+
+    def run(*args):
+        result = subprocess.run([sys.executable, "-m", *args], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=1800)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    run("lmjax.data.prepare", "--input=data/gutenberg/train", "--valid_files=data/gutenberg/valid",
+        "--output=data/gutenberg_sp4k", "--tokenizer=sentencepiece", "--vocab_size=4096",
+        "--no_progress")
+    root, out = str(tmp_path / "runs"), str(tmp_path / "results")
+    run("lmjax.study.sweep", f"--config={STUDY}:quick", f"--workdir={root}")
+    run("lmjax.study.wsd", f"--config={STUDY}:quick", f"--workdir={root}", f"--out={out}")
+    with open(os.path.join(out, "results.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and all(r["status"] == "done" for r in rows)
+    fitted = run("lmjax.study.scaling", f"--results={out}/results.csv", "--samples=20")
+    assert "Approach 2" in fitted.stdout and "Approach 3" in fitted.stdout
+    fits = json.load(open(os.path.join(out, "fits.json")))
+    assert fits["num_runs"] == 6  # the decayed branches; stable segments are not fitted
+    for name in ("isoflop.png", "parametric.png", "wsd_curves.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 20000
