@@ -31,10 +31,28 @@ def base_config() -> ml_collections.ConfigDict:
     m.max_seq_len = 256
     m.positions = "learned"  # learned | rope
     m.rope_theta = 10000.0
-    m.norm = "layernorm"  # layernorm | rmsnorm
+    # RoPE frequency scaling (lmjax.model.positions.ROPE_SCALINGS): none | linear | llama3
+    m.rope_scaling = "none"
+    m.rope_scaling_factor = 1.0  # linear, llama3: how far the context is stretched
+    m.rope_low_freq_factor = 1.0  # llama3
+    m.rope_high_freq_factor = 4.0  # llama3
+    m.rope_original_max_seq_len = 8192  # llama3: the context the model was first trained at
+    m.rope_local_theta = 0.0  # local layers' RoPE theta, unscaled (0 = as the global layers)
+    m.norm = "layernorm"  # layernorm | rmsnorm | gemma_rmsnorm ((1 + weight) scale)
     m.norm_eps = 1e-5
-    m.mlp = "gelu"  # gelu (tanh approximation, as GPT-2) | gelu_exact | swiglu | moe
+    m.mlp = "gelu"  # gelu (tanh approximation, as GPT-2) | gelu_exact | swiglu | geglu | moe
     m.use_bias = True  # biases on dense layers and LayerNorm
+    m.qkv_bias = False  # biases on the q, k, v projections (not the output) whatever use_bias
+    m.qk_norm = False  # model.norm over head_dim on queries and keys, before RoPE
+    m.query_pre_attn_scalar = 0.0  # scores scaled by this ** -0.5 (0 = head_dim)
+    m.attn_logit_softcap = 0.0  # scores -> cap * tanh(scores / cap) (0 = off)
+    m.final_logit_softcap = 0.0  # logits -> cap * tanh(logits / cap) (0 = off)
+    # Local layers attend to the last sliding_window positions only (0 = every layer global).
+    m.sliding_window = 0
+    # Which layers are local: all | alternate (even layers) | one letter per layer, L or G
+    m.local_layers = "all"
+    m.scale_embeddings = False  # token embeddings times sqrt(d_model)
+    m.post_norms = False  # also normalise the attention and MLP outputs before the residual
     m.tie_embeddings = True
     m.init_std = 0.02
     m.scan_layers = False

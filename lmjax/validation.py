@@ -10,11 +10,11 @@ import os
 
 from lmjax import config as config_lib, data
 from lmjax.errors import ConfigError, UsageError
-from lmjax.model.attention import ATTENTION_BACKENDS
+from lmjax.model.attention import ATTENTION_BACKENDS, SOFTCAP_BACKENDS
 from lmjax.model.layers import NORMS
 from lmjax.model.mlp import MLPS
 from lmjax.model.moe import DISPATCH
-from lmjax.model.positions import POSITIONS
+from lmjax.model.positions import POSITIONS, ROPE_SCALINGS
 from lmjax.parallel.mesh import BATCH_AXES, mesh_shape
 from lmjax.train.metrics import WRITERS, check_writer_packages
 from lmjax.train.optim import OPTIMIZERS, SCHEDULES
@@ -65,7 +65,7 @@ def validate(cfg, num_devices: int | None = None):
         raise ConfigError(f"optim.min_lr={o.min_lr}: must lie between 0 and optim.lr={o.lr}")
     choices = {
         "model.positions": POSITIONS, "model.norm": NORMS, "model.mlp": MLPS,
-        "model.attention": ATTENTION_BACKENDS,
+        "model.attention": ATTENTION_BACKENDS, "model.rope_scaling": ROPE_SCALINGS,
         "model.dtype": ("float32", "bfloat16", "float16"),
         "model.param_dtype": ("float32", "bfloat16"),
         "optim.name": OPTIMIZERS, "optim.schedule": SCHEDULES, "optim.decay_shape": DECAY_SHAPES,
@@ -96,6 +96,7 @@ def validate(cfg, num_devices: int | None = None):
                           f"{kv}; num_kv_heads must divide num_heads")
     if m.positions == "rope" and (m.head_dim or m.d_model // m.num_heads) % 2:
         raise ConfigError("model.positions='rope' needs an even head dimension")
+    _validate_attention_features(m)
     if t.seq_len > m.max_seq_len:
         raise ConfigError(f"train.seq_len={t.seq_len}: longer than model.max_seq_len="
                           f"{m.max_seq_len}; lower seq_len or raise max_seq_len")
@@ -127,6 +128,29 @@ def _validate_moe(m):
     if e.every > 1 and m.scan_layers:
         raise ConfigError(f"model.moe.every={e.every}: mixes MoE and dense layers, which a scan "
                           "over identical layers cannot; set model.scan_layers=False or every=1")
+
+
+def _validate_attention_features(m):
+    for field in ("rope_theta", "rope_scaling_factor", "rope_original_max_seq_len"):
+        if m[field] <= 0:
+            raise ConfigError(f"model.{field}={m[field]}: must be > 0")
+    if m.rope_scaling == "llama3" and m.rope_high_freq_factor <= m.rope_low_freq_factor:
+        raise ConfigError(f"model.rope_high_freq_factor={m.rope_high_freq_factor}: must exceed "
+                          f"model.rope_low_freq_factor={m.rope_low_freq_factor} for llama3 "
+                          "RoPE scaling")
+    for field in ("rope_local_theta", "query_pre_attn_scalar", "attn_logit_softcap",
+                  "final_logit_softcap", "sliding_window"):
+        if m[field] < 0:
+            raise ConfigError(f"model.{field}={m[field]}: must be >= 0 (0 = off)")
+    if m.attn_logit_softcap and m.attention not in SOFTCAP_BACKENDS:
+        raise ConfigError(f"model.attn_logit_softcap={m.attn_logit_softcap}: the "
+                          f"{m.attention!r} backend cannot soft-cap scores; use model.attention="
+                          f"{' or '.join(SOFTCAP_BACKENDS)}")
+    pattern = m.local_layers
+    if pattern not in ("all", "alternate") and (
+            len(pattern) != m.num_layers or set(pattern) - {"L", "G"}):
+        raise ConfigError(f"model.local_layers={pattern!r}: use all, alternate, or one letter "
+                          f"per layer ({m.num_layers}), L for local and G for global")
 
 
 def _validate_schedule(cfg):

@@ -13,10 +13,9 @@ the source's tokenizer; a different one is refused by name before any step runs.
 from lmjax import config as config_lib
 from lmjax.config import ConfigError
 from lmjax.errors import UsageError
+from lmjax.hf import configs
 
-ARCHITECTURE = ("num_layers", "d_model", "num_heads", "num_kv_heads", "head_dim", "d_ff",
-                "vocab_size", "max_seq_len", "positions", "rope_theta", "norm", "norm_eps", "mlp",
-                "use_bias", "tie_embeddings")
+ARCHITECTURE = configs.ARCHITECTURE
 
 
 def parse(spec: str) -> tuple[str, str]:

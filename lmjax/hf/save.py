@@ -64,12 +64,11 @@ class _ParamSource:
         return np.asarray(jax.device_get(node))
 
 
-def hf_tensors(cfg, params, family: str):
+def hf_tensors(cfg, params, family: str, hf_cfg: dict):
     """Yields (HF name, numpy array) in file order, one at a time."""
     m = cfg.model
-    hf_flags = {"attention_bias": bool(m.use_bias), "mlp_bias": bool(m.use_bias)}
     prefix = "transformer." if family == configs.GPT2 else "model."
-    entries = tensors.entries(family, m, hf_flags, prefix)
+    entries = tensors.entries(family, m, hf_cfg, prefix)
     shapes = _full_shapes(cfg)
     source = _ParamSource(params, m.scan_layers)
     groups = {}  # HF template -> its entries in part order
@@ -107,7 +106,7 @@ def save_hf(cfg, params, output: str, tokenizer=None, max_shard_bytes: int = 2 *
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
     os.makedirs(tmp)
-    written = _write_weights(hf_tensors(cfg, params, family), tmp, max_shard_bytes)
+    written = _write_weights(hf_tensors(cfg, params, family, hf_cfg), tmp, max_shard_bytes)
     with open(os.path.join(tmp, "config.json"), "w") as f:
         json.dump(hf_cfg, f, indent=2)
     if tokenizer is not None:
