@@ -11,7 +11,8 @@ OFFLINE = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
 TASKS = ("lmjax_cloze", "lmjax_choice", "lmjax_arithmetic", "lmjax_rolling")
 
 
-def build_hf_dir(directory, kind: str, context: int, seed: int = 0):
+def build_hf_dir(directory, kind: str, context: int, seed: int = 0, width: int = 64,
+                 layers: int = 2):
     import torch
     import transformers
     from tests.test_hf_tokenizer import write_bpe_tokenizer
@@ -23,10 +24,12 @@ def build_hf_dir(directory, kind: str, context: int, seed: int = 0):
     torch.manual_seed(seed)
     ids = {"vocab_size": VOCAB, "bos_token_id": 1, "eos_token_id": 0}
     if kind == "gpt2":
-        config = transformers.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=context, **ids)
+        config = transformers.GPT2Config(n_embd=width, n_layer=layers, n_head=4,
+                                         n_positions=context, **ids)
     else:
         config = transformers.LlamaConfig(
-            hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+            hidden_size=width, intermediate_size=width * 3 // 2, num_hidden_layers=layers,
+            num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=context, rms_norm_eps=1e-5,
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, **ids)
     config._attn_implementation = "eager"

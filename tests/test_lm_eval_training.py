@@ -24,14 +24,16 @@ def records(workdir):
 def test_task_metrics_every_eval_point_and_across_a_resume(tmp_path, capsys):
     workdir = str(tmp_path / "run")
     args = [f"--config={helpers.EXPERIMENT}", f"--workdir={workdir}", *SMOKE_OVERRIDES,
-            f"--config.train.eval_tasks={TASK}:6", "--config.train.eval_tasks_every=5"]
-    train_main(args + ["--config.train.steps=10"])
+            "--config.train.eval_every=4", "--config.train.checkpoint_every=4",
+            "--config.train.log_every=2", "--config.train.eval_steps=1",
+            f"--config.train.eval_tasks={TASK}:6", "--config.train.eval_tasks_every=2"]
+    train_main(args + ["--config.train.steps=4"])
     first = {r["step"]: r for r in records(workdir) if KEY in r}
-    assert sorted(first) == [5, 10]
-    train_main(args)  # train.steps=20: resumes from step 10
-    assert "resumed from step 10" in capsys.readouterr().out
+    assert sorted(first) == [2, 4]
+    train_main(args + ["--config.train.steps=8"])  # resumes from step 4
+    assert "resumed from step 4" in capsys.readouterr().out
     logged = {r["step"]: r for r in records(workdir) if KEY in r}
-    assert sorted(logged) == [5, 10, 15, 20]
+    assert sorted(logged) == [2, 4, 6, 8]
     assert all(logged[s] == first[s] for s in first)  # the resumed run kept the series
     for record in logged.values():
         assert 0 <= record[KEY] <= 1 and record[f"task/{TASK}/perplexity"] > 1
@@ -40,14 +42,14 @@ def test_task_metrics_every_eval_point_and_across_a_resume(tmp_path, capsys):
     events = glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
     assert any(KEY.encode() in open(e, "rb").read() for e in events)
 
-    # The numbers are the lm-eval backend's on the step-20 checkpoint, scored afresh.
+    # The numbers are the lm-eval backend's on the step-8 checkpoint, scored afresh.
     from lmjax.infer import harness
     from lmjax.infer.lm_eval_backend import LmjaxLM
     lm = LmjaxLM(model=workdir, batch_size=8)
     again = harness.flat_metrics(harness.evaluate(lm, [TASK], harness.task_manager([TASK]), 6))
-    assert again[KEY] == logged[20][KEY]
+    assert again[KEY] == logged[8][KEY]
     assert again[f"task/{TASK}/perplexity"] == pytest.approx(
-        logged[20][f"task/{TASK}/perplexity"], rel=1e-4)
+        logged[8][f"task/{TASK}/perplexity"], rel=1e-4)
 
 
 def test_unknown_eval_task_is_one_line_and_creates_nothing(tmp_path, capsys):

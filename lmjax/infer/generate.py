@@ -139,8 +139,13 @@ class Generator:
 
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                  sampling: Sampling = Sampling(), seed: int = 0,
-                 eos_ids: Sequence[int] = ()) -> list[list[int]]:
-        """New token ids for each prompt; a row ends before its first EOS id or at max_new_tokens."""
+                 eos_ids: Sequence[int] = (), complete=None) -> list[list[int]]:
+        """New token ids for each prompt; a row ends before its first EOS id or at max_new_tokens.
+
+        complete(new_ids) -> bool, when given, may end generation early: once it holds for every
+        row not yet at EOS (checked every EOS_CHECK_EVERY steps, e.g. a stop string appeared).
+        Rows keep their tokens past that point; the caller cuts them.
+        """
         sampling.check()
         limit = self.cfg.model.max_seq_len
         if not prompts:
@@ -168,7 +173,8 @@ class Generator:
             steps.append((tokens, done))
             next_position = max(len(r) for r in rows)  # of the longest row, known on the host
             for step in range(1, max_new_tokens):
-                if step % EOS_CHECK_EVERY == 0 and bool(jax.device_get(done).all()):
+                if step % EOS_CHECK_EVERY == 0 and self._all_done(done, steps, generated, n,
+                                                                  complete):
                     break
                 if next_position >= cache_len:
                     # The context is full: slide by re-prefilling from the most recent tokens.
@@ -200,6 +206,13 @@ class Generator:
         return prefill(self.params, jax.device_put(tokens, self.batch_sh),
                        jax.device_put(lengths, vector_sh), jax.device_put(done, vector_sh), eos,
                        rng)
+
+    def _all_done(self, done, steps, generated, n, complete) -> bool:
+        if complete is None:
+            return bool(jax.device_get(done).all())
+        self._collect(steps, generated)
+        at_eos = np.asarray(jax.device_get(done))
+        return all(d or complete(g) for d, g in zip(at_eos[:n], generated[:n]))
 
     @staticmethod
     def _collect(steps, generated):

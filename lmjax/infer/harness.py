@@ -93,6 +93,12 @@ def evaluate(lm, tasks, manager, limit=None, num_fewshot=None, log_samples=False
         raise UsageError(str(usage)) from None
 
 
+def evaluate_loaded(lm, loaded: dict, limit=None) -> dict:
+    """evaluate() on tasks already loaded by manager.load (training reuses them every eval)."""
+    from lm_eval.evaluator import evaluate as lm_eval_evaluate
+    return lm_eval_evaluate(lm, loaded, limit=limit, bootstrap_iters=0, log_samples=False)
+
+
 def split_tasks(text: str) -> list[str]:
     tasks = [t.strip() for t in text.split(",") if t.strip()]
     if not tasks:

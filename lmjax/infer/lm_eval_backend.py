@@ -11,8 +11,8 @@ Requests are handled as lm-eval's own HF backend handles them, so the numbers ar
   loglikelihood_rolling  lm-eval's rolling windows: the text led by the prefix token, disjoint
                          windows of max_length predictions, the last one with a full context.
   generate_until         the KV-cache Generator, greedy or sampled, at most max_gen_toks tokens,
-                         cut at the first stop sequence; contexts keep their last
-                         max_length - max_gen_toks tokens.
+                         cut at the first stop sequence (a batch ends once all rows hold
+                         one); contexts keep their last max_length - max_gen_toks tokens.
 Each request's values do not depend on the batch it shares. Requests that had to be truncated
 are counted in one warning per call.
 """
@@ -87,6 +87,18 @@ class LmjaxLM(TemplateLM):
         self.scorer = TokenScorer(run.cfg, run.model, run.params, mesh, self._batch_size)
         self.generator = Generator(run.cfg, run.params, self.scorer.mesh)
         self.truncated = {"loglikelihood": 0, "generate_until": 0}
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict, additional_config=None):
+        """--model_args win over lm-eval's own flags (its --batch_size defaults to 1)."""
+        extra = {k: v for k, v in (additional_config or {}).items()
+                 if v is not None and k not in arg_dict}
+        return cls(**arg_dict, **extra)
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string, additional_config=None):
+        return cls.create_from_arg_obj(lm_eval_utils.simple_parse_args_string(arg_string),
+                                       additional_config)
 
     def set_params(self, params, step=None):
         """New parameters of the same model (training-time evals), compiled functions kept."""
@@ -214,7 +226,10 @@ class LmjaxLM(TemplateLM):
                 ids = self.tok_encode(context)
                 truncated += len(ids) > max_context
                 prompts.append(ids[-max_context:])
-            new = self.generator.generate(prompts, max_gen_toks, sampling, self.seed, stop_ids)
+            stops = [s for s in until if s]
+            new = self.generator.generate(
+                prompts, max_gen_toks, sampling, self.seed, stop_ids,
+                complete=lambda ids: any(s in self.tok_decode(ids) for s in stops))
             for context, tokens in zip(contexts, new):
                 text = postprocess_generated_text(self.tok_decode(tokens), until, None)
                 results.append(text)

@@ -47,7 +47,9 @@ class TaskEvals:
         self.tasks = parse(t.eval_tasks)
         self.every = t.eval_tasks_every or t.eval_every
         self.harness = harness
-        self.manager = harness.task_manager([name for name, _ in self.tasks])
+        manager = harness.task_manager([name for name, _ in self.tasks])
+        # Loaded once (YAML, templates, data); each eval only builds and scores the requests.
+        self.loaded = {name: manager.load([name]) for name, _ in self.tasks}
         self.cfg, self.model, self.mesh, self.tokenizer = cfg, model, mesh, tokenizer
         self.lm = None
 
@@ -65,6 +67,6 @@ class TaskEvals:
         self.lm.set_params(params, step)
         metrics = {}
         for name, limit in self.tasks:
-            results = self.harness.evaluate(self.lm, [name], self.manager, limit=limit)
+            results = self.harness.evaluate_loaded(self.lm, self.loaded[name], limit)
             metrics.update(self.harness.flat_metrics(results))
         return metrics
