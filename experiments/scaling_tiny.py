@@ -1,5 +1,8 @@
 """A Chinchilla-style scaling study at CPU scale (Hoffmann et al. 2022, approach 3).
 
+experiments/chinchilla_tiny.py redoes this study properly: held-out books, WSD cooldown
+branches giving IsoFLOP profiles, both of the paper's fits with bootstrap intervals.
+
 Five model sizes x three token budgets on SentencePiece-tokenized Tiny Shakespeare, every run
 with its own cosine schedule ending at its budget (the paper's point: a schedule longer than the
 run overstates the loss). lmjax-scaling then fits L(N, D) = E + A/N^alpha + B/D^beta with the

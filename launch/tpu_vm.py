@@ -5,6 +5,7 @@
     python launch/tpu_vm.py copy   --name=NAME --zone=ZONE LOCAL_PATH REMOTE_PATH
     python launch/tpu_vm.py run    --name=NAME --zone=ZONE --accelerator_type=v5litepod-16 \\
         -- lmjax-train --config=experiments/llama_1b.py --workdir=gs://BUCKET/llama_1b
+    python launch/tpu_vm.py run --plan ...   (lmjax-plan first: refuses a job that cannot fit)
     python launch/tpu_vm.py logs   --name=NAME --zone=ZONE [--worker=0] [--follow]
     python launch/tpu_vm.py stop   --name=NAME --zone=ZONE
     python launch/tpu_vm.py delete --name=NAME --zone=ZONE
@@ -14,6 +15,7 @@ the same command on every worker (`gcloud compute tpus tpu-vm ssh --worker=all`)
 background, output in ~/lmjax-run.log on each worker, and returns; jax on each worker joins the
 slice through jax.distributed, which needs no arguments on Cloud TPU. See launch/README.md.
 """
+import json
 import os
 import shlex
 import subprocess
@@ -144,11 +146,37 @@ def copy_commands(args, gcloud: Gcloud):
     return [gcloud.scp(args.local, args.remote, recurse=os.path.isdir(args.local))]
 
 
+def plan_check(accelerator_type: str, command: list[str]):
+    """Runs lmjax-plan for the slice and the job's config; UsageError, with its numbers, if the
+    train step cannot fit."""
+    if not accelerator_type or command[0] != "lmjax-train":
+        raise UsageError("run --plan: needs --accelerator_type and an lmjax-train command")
+    flags = [a for a in command[1:] if a.startswith("--config")]
+    plan = subprocess.run([sys.executable, "-m", "lmjax.plan", f"--target={accelerator_type}",
+                           *flags], capture_output=True, text=True)
+    if plan.returncode == 2:  # the planner's own one-line error
+        raise UsageError(plan.stderr.strip().removeprefix("error: "))
+    print(plan.stdout, end="", flush=True)
+    try:
+        record = json.loads(plan.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise UsageError(f"run --plan: lmjax-plan failed (exit {plan.returncode}): "
+                         f"{plan.stderr.strip()[-500:]}") from None
+    if not record["fits"]:
+        gib = 2 ** 30
+        raise UsageError(
+            f"run --plan: refused: the train step needs {record['memory']['total'] / gib:.2f} GiB "
+            f"per chip of {record['limit_bytes'] / gib:.2f} GiB and does not fit by "
+            f"{-record['headroom_bytes'] / gib:.2f} GiB; to fit: {record['advice']}")
+
+
 def run_commands(args, gcloud: Gcloud):
     devices, workers = None, None
     if args.accelerator_type:
         _, devices, workers = topology(args.accelerator_type)
     command = job_command.check(args.command, devices, shared_workdir=workers != 1)
+    if args.plan:
+        plan_check(args.accelerator_type, command)
     exports = "".join(f"export {shlex.quote(kv)}; " for kv in args.env)
     # `nohup ... &` keeps the job alive after ssh returns; $! is the job itself (nohup execs it).
     remote = (f"cd {_remote_path(REMOTE_DIR)} || exit 1; export PATH=\"$HOME/.local/bin:$PATH\"; "
@@ -209,6 +237,9 @@ def build_parser():
     p.add_argument("--env", action="append", default=[], help="KEY=VALUE set on every worker")
     p.add_argument("--attach", action="store_true",
                    help="stream the output instead of running in the background")
+    p.add_argument("--plan", action="store_true",
+                   help="first compile the train step for the slice with lmjax-plan (here, no "
+                        "TPU needed) and refuse a job that cannot fit")
 
     p = add("logs", logs_commands, "show ~/lmjax-run.log of one worker")
     p.add_argument("--worker", default="0", help="worker index, or all")

@@ -10,10 +10,11 @@ import os
 
 from lmjax import config as config_lib, data
 from lmjax.errors import ConfigError, UsageError
-from lmjax.model.attention import ATTENTION_BACKENDS
+from lmjax.model.attention import ATTENTION_BACKENDS, SOFTCAP_BACKENDS
 from lmjax.model.layers import NORMS
 from lmjax.model.mlp import MLPS
-from lmjax.model.positions import POSITIONS
+from lmjax.model.moe import DISPATCH
+from lmjax.model.positions import POSITIONS, ROPE_SCALINGS
 from lmjax.parallel.mesh import BATCH_AXES, mesh_shape
 from lmjax.train.metrics import WRITERS, check_writer_packages
 from lmjax.train.optim import OPTIMIZERS, SCHEDULES
@@ -64,7 +65,7 @@ def validate(cfg, num_devices: int | None = None):
         raise ConfigError(f"optim.min_lr={o.min_lr}: must lie between 0 and optim.lr={o.lr}")
     choices = {
         "model.positions": POSITIONS, "model.norm": NORMS, "model.mlp": MLPS,
-        "model.attention": ATTENTION_BACKENDS,
+        "model.attention": ATTENTION_BACKENDS, "model.rope_scaling": ROPE_SCALINGS,
         "model.dtype": ("float32", "bfloat16", "float16"),
         "model.param_dtype": ("float32", "bfloat16"),
         "optim.name": OPTIMIZERS, "optim.schedule": SCHEDULES, "optim.decay_shape": DECAY_SHAPES,
@@ -95,15 +96,61 @@ def validate(cfg, num_devices: int | None = None):
                           f"{kv}; num_kv_heads must divide num_heads")
     if m.positions == "rope" and (m.head_dim or m.d_model // m.num_heads) % 2:
         raise ConfigError("model.positions='rope' needs an even head dimension")
+    _validate_attention_features(m)
     if t.seq_len > m.max_seq_len:
         raise ConfigError(f"train.seq_len={t.seq_len}: longer than model.max_seq_len="
                           f"{m.max_seq_len}; lower seq_len or raise max_seq_len")
     if t.batch_size % o.grad_accum_steps:
         raise ConfigError(f"train.batch_size={t.batch_size}: not divisible by "
                           f"optim.grad_accum_steps={o.grad_accum_steps}")
+    if m.mlp == "moe":
+        _validate_moe(m)
     _validate_schedule(cfg)
     _validate_mesh(cfg, num_devices)
     _validate_data(cfg)
+
+
+def _validate_moe(m):
+    e = m.moe
+    if e.num_experts < 1 or not 1 <= e.top_k <= e.num_experts:
+        raise ConfigError(f"model.moe.top_k={e.top_k}, model.moe.num_experts={e.num_experts}: "
+                          "need 1 <= top_k <= num_experts")
+    if e.dispatch not in DISPATCH:
+        raise ConfigError(f"model.moe.dispatch={e.dispatch!r}: must be one of {', '.join(DISPATCH)}")
+    for field in ("d_ff", "shared_d_ff", "aux_loss_coef", "z_loss_coef"):
+        if e[field] < 0:
+            raise ConfigError(f"model.moe.{field}={e[field]}: must be >= 0")
+    if e.capacity_factor <= 0:
+        raise ConfigError(f"model.moe.capacity_factor={e.capacity_factor}: must be > 0")
+    if e.every < 1 or e.every > m.num_layers:
+        raise ConfigError(f"model.moe.every={e.every}: must be between 1 and model.num_layers="
+                          f"{m.num_layers}")
+    if e.every > 1 and m.scan_layers:
+        raise ConfigError(f"model.moe.every={e.every}: mixes MoE and dense layers, which a scan "
+                          "over identical layers cannot; set model.scan_layers=False or every=1")
+
+
+def _validate_attention_features(m):
+    for field in ("rope_theta", "rope_scaling_factor", "rope_original_max_seq_len"):
+        if m[field] <= 0:
+            raise ConfigError(f"model.{field}={m[field]}: must be > 0")
+    if m.rope_scaling == "llama3" and m.rope_high_freq_factor <= m.rope_low_freq_factor:
+        raise ConfigError(f"model.rope_high_freq_factor={m.rope_high_freq_factor}: must exceed "
+                          f"model.rope_low_freq_factor={m.rope_low_freq_factor} for llama3 "
+                          "RoPE scaling")
+    for field in ("rope_local_theta", "query_pre_attn_scalar", "attn_logit_softcap",
+                  "final_logit_softcap", "sliding_window"):
+        if m[field] < 0:
+            raise ConfigError(f"model.{field}={m[field]}: must be >= 0 (0 = off)")
+    if m.attn_logit_softcap and m.attention not in SOFTCAP_BACKENDS:
+        raise ConfigError(f"model.attn_logit_softcap={m.attn_logit_softcap}: the "
+                          f"{m.attention!r} backend cannot soft-cap scores; use model.attention="
+                          f"{' or '.join(SOFTCAP_BACKENDS)}")
+    pattern = m.local_layers
+    if pattern not in ("all", "alternate") and (
+            len(pattern) != m.num_layers or set(pattern) - {"L", "G"}):
+        raise ConfigError(f"model.local_layers={pattern!r}: use all, alternate, or one letter "
+                          f"per layer ({m.num_layers}), L for local and G for global")
 
 
 def _validate_schedule(cfg):
@@ -142,6 +189,16 @@ def _validate_mesh(cfg, num_devices):
         if value % tensor:
             raise ConfigError(f"model.{field}={value}: not divisible by mesh.tensor={tensor}; "
                               f"use a multiple of {tensor} or a smaller tensor axis")
+    if m.mlp == "moe":
+        expert, e = sizes["expert"], m.moe
+        if e.num_experts % expert:
+            raise ConfigError(f"model.moe.num_experts={e.num_experts}: not divisible by "
+                              f"mesh.expert={expert}; use a multiple of {expert} experts or a "
+                              "smaller expert axis")
+        for field, value in (("moe.d_ff", e.d_ff or m.d_ff), ("moe.shared_d_ff", e.shared_d_ff)):
+            if value % tensor:
+                raise ConfigError(f"model.{field}={value}: not divisible by mesh.tensor="
+                                  f"{tensor}; use a multiple of {tensor}")
     if m.d_model % sizes["fsdp"]:
         raise ConfigError(f"model.d_model={m.d_model}: not divisible by mesh.fsdp="
                           f"{sizes['fsdp']}; use a multiple of {sizes['fsdp']}")

@@ -139,8 +139,9 @@ def test_bad_directories_name_the_problem(tmp_path):
     cfg_path = tmp_path / "hf" / "config.json"
     hf = json.loads(cfg_path.read_text())
     for change, message in (({"model_type": "bert"}, "model_type='bert' is not supported"),
-                            ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 1e4}},
-                             "rope_type='llama3' is not supported"),
+                            ({"rope_parameters": {"rope_type": "dynamic", "rope_theta": 1e4,
+                                                  "factor": 2.0}},
+                             "rope_type='dynamic' is not supported"),
                             ({"hidden_act": "gelu"}, "hidden_act='gelu' is not supported")):
         cfg_path.write_text(json.dumps({**hf, **change}))
         with pytest.raises(UsageError, match=message):
@@ -150,6 +151,6 @@ def test_bad_directories_name_the_problem(tmp_path):
 def test_export_refuses_what_transformers_cannot_express(tmp_path):
     from tests.helpers import tiny_config
     cfg = tiny_config({"model.positions": "rope"})  # rope + layernorm + gelu: no HF family
-    with pytest.raises(UsageError, match="neither GPT-2"):
+    with pytest.raises(UsageError, match="no Hugging Face family"):
         save_hf(cfg, {}, str(tmp_path / "out"))
     assert not os.path.exists(tmp_path / "out")

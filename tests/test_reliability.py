@@ -177,7 +177,8 @@ def test_save_on_a_full_disk_keeps_the_previous_checkpoint_and_stops_in_one_line
         saves.wait()
     message = str(failure.value)
     assert "\n" not in message
-    assert f"checkpoint save of step 8 to {manager.directory / '8'} failed: No space left on device [ENOSPC]" in message
+    assert (f"checkpoint save of step 8 to {manager.directory / '8'} failed: No space left on "
+            "device [ENOSPC]") in message
     assert "it needed up to 1.5 MiB" in message  # 400k float32
     assert "the previous checkpoint (step 4) is intact" in message
     assert os.listdir(manager.directory) == ["4"]  # the half-written step gave its space back
@@ -218,3 +219,49 @@ def test_metrics_on_a_full_disk_keep_whole_lines_and_catch_up(tiny_fs, capsys):
     ballast.unlink()
     writer.write(3, {"step": 3, "train_loss": 3.0})
     assert [json.loads(line)["step"] for line in writer.path.read_text().splitlines()] == [1, 2, 3]
+
+
+def _tfrecords(path):
+    """Events of a TFRecord file; fails on a record that is cut short or fails its CRC."""
+    import struct
+    from tensorboardX.proto import event_pb2
+    from tensorboardX.record_writer import masked_crc32c
+    data, events, at = open(path, "rb").read(), [], 0
+    while at < len(data):
+        assert at + 12 <= len(data), f"{path}: a header cut short at byte {at}"
+        header = data[at:at + 8]
+        (length,) = struct.unpack("Q", header)
+        assert struct.unpack("I", data[at + 8:at + 12])[0] == masked_crc32c(header)
+        body = data[at + 12:at + 12 + length]
+        assert len(body) == length and at + 16 + length <= len(data), f"{path}: cut short"
+        assert struct.unpack("I", data[at + 12 + length:at + 16 + length])[0] == \
+            masked_crc32c(body)
+        events.append(event_pb2.Event.FromString(body))
+        at += 16 + length
+    return events
+
+
+def test_tensorboard_events_on_a_full_disk_stay_whole_records(tiny_fs, capsys):
+    pytest.importorskip("tensorboardX")
+    import glob
+    from lmjax.train.metrics import TensorBoardWriter
+    writer = TensorBoardWriter(None, str(tiny_fs))
+    writer.write(1, {"step": 1, "train_loss": 4.0})
+    ballast = tiny_fs / "ballast"
+    with open(ballast, "wb", buffering=0) as f:
+        for chunk in (b"x" * 65536, b"x"):
+            try:
+                while f.write(chunk):
+                    pass
+            except OSError:
+                pass
+    writer.write(2, {"step": 2, **{f"metric_{i}": float(i) for i in range(300)}})
+    assert "holding them in memory" in capsys.readouterr().err
+    ballast.unlink()
+    writer.write(3, {"step": 3, "train_loss": 3.0})
+    writer.close()
+    scalars = sorted((e.step, v.tag, v.simple_value)
+                     for path in glob.glob(str(tiny_fs / "tensorboard" / "events.out.tfevents.*"))
+                     for e in _tfrecords(path) for v in e.summary.value)
+    assert [(s, v) for s, tag, v in scalars if tag == "train_loss"] == [(1, 4.0), (3, 3.0)]
+    assert [(s, v) for s, tag, v in scalars if tag == "metric_299"] == [(2, 299.0)]

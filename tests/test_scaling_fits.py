@@ -143,6 +143,19 @@ def test_degenerate_fits_are_flagged_not_reported():
     assert "need at least 2" in fits["isoflop"]["degenerate"]
 
 
+def test_stable_phase_check_compares_sizes_at_equal_tokens():
+    def curve(n, losses, tokens=(1e5, 2e5, 4e5, 8e5)):
+        return [{"role": "stable", "num_params": n, "tokens": d, "eval_loss": loss}
+                for d, loss in zip(tokens, losses)]
+    rows = (curve(1e5, [6.0, 5.0, 4.6, 4.4]) + curve(2e5, [6.1, 4.9, 4.5, 4.3])
+            + curve(4e5, [5.5, 4.0], tokens=(1.4e5, 1.6e6)))
+    check = analysis.stable_monotonicity(rows)
+    # 2e5 vs 1e5 at 4 token counts (one worse); 4e5 vs 2e5 at 1.4e5 only (1.6e6 is outside):
+    # 2e5's loss interpolated in log D there is 6.1 + (4.9 - 6.1) * log(1.4) / log(2) = 5.52.
+    assert check["checked"] == 5
+    assert [(v[1], round(v[3], 3)) for v in check["violations"]] == [("N=2e+05", 6.1)]
+
+
 def test_cli_refits_and_redraws_from_results_csv(tmp_path):
     rows = synthetic_study(TRUE, noise=0.003)
     write_csv(rows + [{**rows[0], "name": "stable", "role": "stable", "eval_loss": 9.0}],

@@ -38,6 +38,23 @@ def test_plan_puts_every_branch_on_its_budget_and_chains_the_stable_phase():
             assert after["start"] == before["steps"] and points[after["source"]] is before
 
 
+def test_study_sizes_count_the_models_parameters():
+    import importlib.util
+    from lmjax.config import apply_overrides
+    from lmjax.model import build_model
+    from lmjax.train import state
+    spec = importlib.util.spec_from_file_location("chinchilla_tiny", STUDY)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    for name in ("s1", "s8"):
+        cfg = study.get_config()
+        apply_overrides(cfg, study.size_overrides(name))
+        params = state.strip_boxes(state.abstract_params(build_model(cfg.model), cfg))
+        total = state.count_params(params)
+        tables = params["embed"]["embedding"].size + params["pos_embed"].size
+        assert study.num_params(name) == (total, total - tables)
+
+
 def test_sweep_points_name_their_sources_and_wait_for_them(tmp_path):
     points = sweep.plan(STUDY + ":quick", str(tmp_path), {}, num_devices=1, check_data=False)
     names = [p.name for p in points]

@@ -20,6 +20,11 @@ class Entry:
     n_in: int = 1  # leading lmjax dims on the input side of a kernel (0 for biases)
     part: tuple = (0, 1)  # (index, count): one of `count` equal slices of HF's last axis
     layer: bool = True
+    expert: bool = False  # lmjax stacks experts on a leading axis; HF has one tensor each ("{e}")
+    moe_layers: bool | None = None  # only MoE layers (True), only dense ones (False), all (None)
+
+    def name(self, layer, expert=None) -> str:
+        return self.hf.format(i=layer, e=expert)
 
     def hf_shape(self, lmjax_shape) -> tuple:
         lead = math.prod(lmjax_shape[:self.n_in])
@@ -61,7 +66,27 @@ def entries(family: str, model_cfg, hf_cfg: dict, prefix: str) -> list[Entry]:
     m = model_cfg
     if family == GPT2:
         return _gpt2(m, prefix)
-    return _llama(m, hf_cfg, prefix)
+    out = _llama(family, m, hf_cfg, prefix)
+    if family in MOE_TENSORS:
+        out = [dataclasses.replace(e, moe_layers=False) if e.path[0] == "mlp" else e
+               for e in out] + _moe(prefix, *MOE_TENSORS[family])
+    return out
+
+
+# family -> (MoE block, router, expert tensor per lmjax weight: gate, up, down)
+MOE_TENSORS = {
+    "mixtral": ("block_sparse_moe", "gate", ("w1", "w3", "w2")),
+    "qwen3_moe": ("mlp", "gate", ("gate_proj", "up_proj", "down_proj")),
+}
+
+
+def _moe(p, block, router, names) -> list[Entry]:
+    h = f"{p}layers.{{i}}.{block}."
+    out = [Entry(("mlp", "router"), h + router + ".weight", "linear", moe_layers=True)]
+    for lmjax_name, hf_name in zip(("expert_gate", "expert_up", "expert_down"), names):
+        out.append(Entry(("mlp", lmjax_name), h + "experts.{e}." + hf_name + ".weight", "linear",
+                         expert=True, moe_layers=True))
+    return out
 
 
 def _gpt2(m, p) -> list[Entry]:
@@ -87,23 +112,33 @@ def _gpt2(m, p) -> list[Entry]:
     return out
 
 
-def _llama(m, hf_cfg, p) -> list[Entry]:
+def _llama(family, m, hf_cfg, p) -> list[Entry]:
+    """LLaMA-layout decoders (llama, mistral, qwen2, qwen3, gemma2, gemma3_text)."""
     h = p + "layers.{i}."
     out = [Entry(("embed", "embedding"), p + "embed_tokens.weight", "copy", layer=False),
            Entry(("final_norm", "scale"), p + "norm.weight", "copy", layer=False)]
     if not m.tie_embeddings:
         out.append(Entry(("lm_head", "kernel"), "lm_head.weight", "linear", layer=False))
-    out += [Entry(("attn_norm", "scale"), h + "input_layernorm.weight", "copy"),
-            Entry(("mlp_norm", "scale"), h + "post_attention_layernorm.weight", "copy")]
-    attention_bias = hf_cfg.get("attention_bias", m.use_bias)
-    mlp_bias = hf_cfg.get("mlp_bias", m.use_bias)
-    for name, hf, n_in, has_bias in (
-            ("query", "self_attn.q_proj", 1, attention_bias),
-            ("key", "self_attn.k_proj", 1, attention_bias),
-            ("value", "self_attn.v_proj", 1, attention_bias),
-            ("out", "self_attn.o_proj", 2, attention_bias)):
+    if m.post_norms:  # Gemma: post_attention_layernorm normalises the attention output
+        norms = (("attn_norm", "input_layernorm"), ("attn_post_norm", "post_attention_layernorm"),
+                 ("mlp_norm", "pre_feedforward_layernorm"),
+                 ("mlp_post_norm", "post_feedforward_layernorm"))
+    else:
+        norms = (("attn_norm", "input_layernorm"), ("mlp_norm", "post_attention_layernorm"))
+    out += [Entry((name, "scale"), h + hf + ".weight", "copy") for name, hf in norms]
+    if m.qk_norm:
+        out += [Entry(("attn", "query_norm", "scale"), h + "self_attn.q_norm.weight", "copy"),
+                Entry(("attn", "key_norm", "scale"), h + "self_attn.k_norm.weight", "copy")]
+    attention_bias = bool(hf_cfg.get("attention_bias", False))
+    qkv_bias = attention_bias or family == "qwen2"
+    mlp_bias = bool(hf_cfg.get("mlp_bias", False))
+    for name, hf, n_in, lmjax_bias, has_bias in (
+            ("query", "self_attn.q_proj", 1, m.use_bias or m.qkv_bias, qkv_bias),
+            ("key", "self_attn.k_proj", 1, m.use_bias or m.qkv_bias, qkv_bias),
+            ("value", "self_attn.v_proj", 1, m.use_bias or m.qkv_bias, qkv_bias),
+            ("out", "self_attn.o_proj", 2, m.use_bias, attention_bias)):
         out.append(Entry(("attn", name, "kernel"), h + hf + ".weight", "linear", n_in))
-        if m.use_bias:
+        if lmjax_bias:
             out.append(Entry(("attn", name, "bias"), h + hf + ".bias" if has_bias else None,
                              "flat", 0))
     for name in ("gate", "up", "down"):

@@ -2,7 +2,8 @@
 
 Prompts of different lengths share a batch: they are right-padded to a bucketed length, each row
 keeps its own position, and the cache slot of a token is its position (see
-lmjax.model.attention.cached_attention). Shapes are static per (batch, prompt bucket, cache
+lmjax.model.attention.cached_attention); a local (sliding-window) layer keeps only its window, in
+a ring buffer. Shapes are static per (batch, prompt bucket, cache
 length), so a run compiles the prefill once and the decode step once.
 
 The cache holds min(model.max_seq_len, longest prompt + max_new_tokens) slots, rounded up. When a
@@ -106,7 +107,10 @@ class Generator:
 
         def prefill(params, tokens_BxP, lengths_B, done_B, eos_E, rng):
             B, P = tokens_BxP.shape
-            positions_BxP = jnp.broadcast_to(jnp.arange(P, dtype=jnp.int32), (B, P))
+            # Padding past a row's length gets position -1: ring-buffer caches of local layers
+            # never store it (it would evict the row's own recent keys).
+            steps_P = jnp.arange(P, dtype=jnp.int32)
+            positions_BxP = jnp.where(steps_P[None, :] < lengths_B[:, None], steps_P[None, :], -1)
             logits_BxPxV, variables = model.apply({"params": params}, tokens_BxP, positions_BxP,
                                                   mutable=["cache"])
             last_BxV = jnp.take_along_axis(logits_BxPxV, (lengths_B - 1)[:, None, None],
@@ -248,6 +252,11 @@ def eos_ids(tokenizer) -> list[int]:
 def generate_text(generator: Generator, tokenizer, prompts: Sequence[str], max_new_tokens: int,
                   sampling: Sampling = Sampling(), seed: int = 0) -> list[str]:
     """Each prompt followed by its continuation, as text."""
-    encoded = [prompt_ids(tokenizer, p) for p in prompts]
+    encoded = []
+    for i, prompt in enumerate(prompts):
+        try:
+            encoded.append(prompt_ids(tokenizer, prompt))
+        except UsageError as e:  # text the tokenizer cannot encode
+            raise UsageError(f"prompt {i}: {e}") from None
     new = generator.generate(encoded, max_new_tokens, sampling, seed, eos_ids(tokenizer))
     return [p + tokenizer.decode(n) for p, n in zip(prompts, new)]

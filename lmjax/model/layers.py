@@ -67,7 +67,11 @@ class Embed(nn.Module):
                                        jnp.dtype(c.param_dtype))
 
     def __call__(self, tokens_BxT):
-        return jnp.take(self.embedding, tokens_BxT, axis=0).astype(jnp.dtype(self.cfg.dtype))
+        dtype = jnp.dtype(self.cfg.dtype)
+        x = jnp.take(self.embedding, tokens_BxT, axis=0).astype(dtype)
+        if self.cfg.scale_embeddings:  # Gemma: embeddings times sqrt(d_model)
+            x = x * jnp.asarray(math.sqrt(self.cfg.d_model), dtype)
+        return x
 
     def attend(self, x_BxTxD):
         B, T, D = x_BxTxD.shape
@@ -89,9 +93,12 @@ def rms_norm(x32, eps):
 NORMS = {
     "layernorm": layer_norm,
     "rmsnorm": rms_norm,
+    "gemma_rmsnorm": rms_norm,  # scaled by (1 + weight), weight initialised to 0 (Gemma)
 }
 # Norms that carry a bias when model.use_bias is set.
 NORMS_WITH_BIAS = ("layernorm",)
+# Norms whose learned scale is stored as an offset from this value.
+SCALE_OFFSET = {"gemma_rmsnorm": 1.0}
 
 
 class Norm(nn.Module):
@@ -103,8 +110,10 @@ class Norm(nn.Module):
     def __call__(self, x):
         c = self.cfg
         d, param_dtype = x.shape[-1], jnp.dtype(c.param_dtype)
-        scale = logical_param(self, "scale", (d,), ("norm",), nn.initializers.ones, param_dtype)
-        y = NORMS[c.norm](x.astype(jnp.float32), c.norm_eps) * scale.astype(jnp.float32)
+        offset = SCALE_OFFSET.get(c.norm, 0.0)
+        init = nn.initializers.zeros if offset else nn.initializers.ones
+        scale = logical_param(self, "scale", (d,), ("norm",), init, param_dtype)
+        y = NORMS[c.norm](x.astype(jnp.float32), c.norm_eps) * (offset + scale.astype(jnp.float32))
         if c.norm in NORMS_WITH_BIAS and c.use_bias:
             bias = logical_param(self, "bias", (d,), ("norm",), nn.initializers.zeros, param_dtype)
             y = y + bias.astype(jnp.float32)

@@ -1,29 +1,60 @@
 """The decoder: embeddings, a stack of pre-norm blocks (scanned or unrolled), final norm, LM head.
 
-GPT-2 style (learned positions, LayerNorm, GELU, biases, tied head) and LLaMA style (RoPE,
-RMSNorm, SwiGLU, no biases, GQA, untied head) are config choices of this one module.
+GPT-2 style (learned positions, LayerNorm, GELU, biases, tied head), LLaMA / Mistral / Qwen style
+(RoPE, RMSNorm, SwiGLU, GQA, untied head, q/k/v biases, QK-norm, sliding windows) and Gemma
+style (norms on the block outputs too, (1 + w) RMSNorm, scaled embeddings, GeGLU, soft-capped
+logits, local and global layers) are config choices of this one module.
+
+Which layers are local (attend within model.sliding_window) is model.local_layers: `all`,
+`alternate` (even layers local, as Gemma 2), or one letter per layer, L (local) or G (global).
+Scanned layers that mix both take their flag as a scanned input, so the stack stays one scan.
 """
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from lmjax.model import aux
 from lmjax.model.attention import Attention
 from lmjax.model.layers import Embed, Norm, Projection, constrain
 from lmjax.model.mlp import MLP
+from lmjax.model.moe import is_moe_layer
 from lmjax.model.positions import POSITIONS
+
+LOCAL, GLOBAL = "L", "G"
+
+
+def local_flags(cfg) -> tuple:
+    """Per layer: does it attend within model.sliding_window? (all False without a window)."""
+    n, pattern = cfg.num_layers, cfg.local_layers
+    if not cfg.sliding_window:
+        return (False,) * n
+    if pattern == "all":
+        return (True,) * n
+    if pattern == "alternate":
+        return tuple(i % 2 == 0 for i in range(n))
+    return tuple(ch == LOCAL for ch in pattern)
 
 
 class Block(nn.Module):
     cfg: object  # the model section of the config
     decode_len: int = 0  # > 0: attention keeps a KV cache of this length ('cache' collection)
+    local: bool = False  # this layer is local (static); a scanned flag, when given, overrides it
+    mlp: str = ""  # the MLP kind of this layer ("" = cfg.mlp)
 
     @nn.compact
-    def __call__(self, x_BxTxD, positions_BxT, segments_BxT):
+    def __call__(self, x_BxTxD, positions_BxT, segments_BxT, local=None):
         c = self.cfg
+        local = self.local if local is None else local
         attn = Attention(c, decode_len=self.decode_len, name="attn")
-        x_BxTxD = x_BxTxD + attn(Norm(c, name="attn_norm")(x_BxTxD), positions_BxT, segments_BxT)
-        x_BxTxD = x_BxTxD + MLP(c, name="mlp")(Norm(c, name="mlp_norm")(x_BxTxD))
-        x_BxTxD = constrain(x_BxTxD, ("batch", "act_len", "act_embed"))
+        h_BxTxD = attn(Norm(c, name="attn_norm")(x_BxTxD), positions_BxT, segments_BxT, local)
+        if c.post_norms:  # Gemma: each branch's output is normalised before the residual add
+            h_BxTxD = Norm(c, name="attn_post_norm")(h_BxTxD)
+        x_BxTxD = x_BxTxD + h_BxTxD
+        h_BxTxD = MLP(c, self.mlp, name="mlp")(Norm(c, name="mlp_norm")(x_BxTxD))
+        if c.post_norms:
+            h_BxTxD = Norm(c, name="mlp_post_norm")(h_BxTxD)
+        x_BxTxD = constrain(x_BxTxD + h_BxTxD, ("batch", "act_len", "act_embed"))
         return x_BxTxD, None
 
 
@@ -56,14 +87,21 @@ class Transformer(nn.Module):
         x_BxTxD = constrain(x_BxTxD, ("batch", "act_len", "act_embed"))
 
         block = remat_block(c.remat_policy, c.scan_layers)
+        flags = local_flags(c)
         if c.scan_layers:
-            stack = nn.scan(block, variable_axes={"params": 0, "cache": 0}, split_rngs={"params": True},
-                            in_axes=(nn.broadcast, nn.broadcast), length=c.num_layers,
+            mixed = len(set(flags)) > 1
+            in_axes = (nn.broadcast, nn.broadcast) + ((0,) if mixed else ())
+            stack = nn.scan(block, variable_axes={"params": 0, "cache": 0, aux.COLLECTION: 0}, split_rngs={"params": True},
+                            in_axes=in_axes, length=c.num_layers,
                             metadata_params={nn.PARTITION_NAME: "layers"})
-            x_BxTxD, _ = stack(c, self.decode_len, name="layers")(x_BxTxD, positions_BxT, segments_BxT)
+            extra = (jnp.asarray(np.array(flags)),) if mixed else ()
+            x_BxTxD, _ = stack(c, self.decode_len, flags[0], name="layers")(
+                x_BxTxD, positions_BxT, segments_BxT, *extra)
         else:
             for i in range(c.num_layers):
-                x_BxTxD, _ = block(c, self.decode_len, name=f"layer_{i}")(x_BxTxD, positions_BxT, segments_BxT)
+                kind = "swiglu" if c.mlp == "moe" and not is_moe_layer(c, i) else c.mlp
+                x_BxTxD, _ = block(c, self.decode_len, flags[i], kind, name=f"layer_{i}")(
+                    x_BxTxD, positions_BxT, segments_BxT)
 
         x_BxTxD = Norm(c, name="final_norm")(x_BxTxD)
         if c.tie_embeddings:
@@ -72,4 +110,7 @@ class Transformer(nn.Module):
             logits = Projection((c.d_model,), (c.vocab_size,), ("embed", "vocab"), False,
                                 c.init_std, param_dtype, dtype, name="lm_head")(x_BxTxD)
         logits = constrain(logits, ("batch", "act_len", "act_vocab"))
-        return logits.astype(jnp.float32)
+        logits = logits.astype(jnp.float32)
+        if c.final_logit_softcap:  # Gemma 2: cap * tanh(logits / cap)
+            logits = c.final_logit_softcap * jnp.tanh(logits / c.final_logit_softcap)
+        return logits

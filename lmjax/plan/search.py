@@ -5,7 +5,8 @@ microbatches and layer scan. Trying every combination would cost hundreds of com
 search goes one dimension at a time: every mesh first, then the remat policies, microbatch
 counts and scan setting for the best few layouts so far. A candidate whose parameters, optimizer
 state and batch alone exceed the device's memory is ruled out without compiling. Compiles run in
-parallel processes, as many as the cores and memory allow.
+parallel processes, as many as the cores and memory allow. Fields given on the command line
+(`--config.mesh.tensor=1`, `--config.model.scan_layers=True`) are held fixed.
 """
 import concurrent.futures
 import math
@@ -161,10 +162,15 @@ def run(cfg, target, args, overrides) -> dict:
                 print(f"  {_row(len(done), rec)}", flush=True)
             return sorted(done.values(), key=_key)[:KEEP]
 
-        best = stage("mesh", [dict(base, **m) for m in mesh_candidates(cfg, target.num_devices)])
+        # Fields set on the command line stay as set; the search varies the others.
+        meshes = [m for m in mesh_candidates(cfg, target.num_devices)
+                  if all(str(v) == str(overrides[k]) for k, v in m.items() if k in overrides)]
+        best = stage("mesh", [dict(base, **m) for m in meshes])
         for field, values in (("model.remat_policy", REMAT_POLICIES),
                               ("optim.grad_accum_steps", MICROBATCHES),
                               ("model.scan_layers", (True, False))):
+            if field in overrides:
+                continue
             candidates = [v for rec in best for v in _variants(cfg, rec["overrides"], field,
                                                                   values)]
             best = stage(field, candidates)

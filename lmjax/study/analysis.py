@@ -76,22 +76,59 @@ def monotonicity(results: dict) -> dict:
     return out
 
 
+def stable_monotonicity(curves: list[dict]) -> dict:
+    """Does loss fall with N at fixed D along the stable phases (constant LR)?
+
+    Each size's stable-phase evals (curves.csv rows) against tokens; at every eval of the
+    larger of two adjacent sizes that lies within the smaller one's range, the smaller one's
+    loss is interpolated in log D and must be higher.
+    """
+    by_size = {}
+    for row in curves:
+        if row.get("role") == "stable" and row.get("eval_loss") not in ("", None):
+            by_size.setdefault(float(row["num_params"]), []).append(
+                (float(row["tokens"]), float(row["eval_loss"])))
+    checked, violations = 0, []
+    sizes = sorted(by_size)
+    for small, large in zip(sizes[:-1], sizes[1:]):
+        d_small, l_small = (np.array(x) for x in zip(*sorted(by_size[small])))
+        for d, loss in sorted(by_size[large]):
+            if not d_small[0] <= d <= d_small[-1]:
+                continue
+            checked += 1
+            reference = float(np.interp(np.log(d), np.log(d_small), l_small))
+            if loss >= reference:
+                violations.append((f"N={small:.3g} at D={d:.3g}", f"N={large:.3g}",
+                                   reference, loss))
+    return {"checked": checked, "violations": violations}
+
+
 def analyse(results: dict, samples: int = 200, seed: int = 0, starts: int = 64,
-            bootstrap_starts: int = 2) -> dict:
-    """Both fits with their bootstrap intervals, and the monotonicity checks."""
+            bootstrap_starts: int = 2, curves: list[dict] | None = None) -> dict:
+    """Both fits with their bootstrap intervals, and the monotonicity checks (the stable
+    phases' too, given the study's curves.csv rows)."""
+    checks = monotonicity(results)
+    if curves:
+        checks["N at fixed D, stable phase"] = stable_monotonicity(curves)
     budgets = results["budget"]
     iso = isoflop.fit(budgets, results["params"], results["tokens"], results["loss"])
     iso_boot = isoflop.bootstrap(budgets, results["params"], results["tokens"],
                                  results["loss"], samples=samples * 5, seed=seed)
-    param = parametric.fit(results["params"], results["tokens"], results["loss"], starts=starts)
     flops = sorted(set(float(c) for c in budgets))
+    try:
+        param = parametric.fit(results["params"], results["tokens"], results["loss"],
+                               starts=starts)
+    except UsageError as e:  # too few runs so far: Approach 2 and the checks still report
+        return {"isoflop": iso, "isoflop_bootstrap": iso_boot, "parametric": None,
+                "parametric_error": str(e), "monotonicity": checks,
+                "budgets": flops, "num_runs": len(results["loss"])}
     param_boot = parametric.bootstrap(results["params"], results["tokens"], results["loss"],
                                       samples=samples, seed=seed, starts=bootstrap_starts,
                                       budgets=flops, center=param)
     param_derived = parametric.derived(param, flops)
     return {"isoflop": iso, "isoflop_bootstrap": iso_boot, "parametric": param,
             "parametric_derived": param_derived, "parametric_bootstrap": param_boot,
-            "monotonicity": monotonicity(results), "budgets": flops,
+            "monotonicity": checks, "budgets": flops,
             "num_runs": len(results["loss"])}
 
 
@@ -125,8 +162,23 @@ def format_report(analysis: dict) -> str:
         lines.append(f"  ({boot['num_samples']} bootstrap resamples, {boot['dropped']} dropped "
                      "for a budget without a usable minimum)")
 
-    fit, pboot = analysis["parametric"], analysis["parametric_bootstrap"]
     lines += ["", "Approach 3 (L = E + A/N^alpha + B/D^beta, Huber on log L):"]
+    if analysis["parametric"] is None:
+        lines.append(f"  not fitted: {analysis['parametric_error']}")
+    else:
+        lines += _parametric_lines(analysis)
+    lines += ["", "Monotonicity (loss must fall as N or D grows with the other fixed):"]
+    for label, check in analysis["monotonicity"].items():
+        lines.append(f"  {label}: {len(check['violations'])} violations in {check['checked']} "
+                     "adjacent pairs")
+        for a, b, la, lb in check["violations"]:
+            lines.append(f"    {a} ({la:.4f}) -> {b} ({lb:.4f})")
+    return "\n".join(lines)
+
+
+def _parametric_lines(analysis: dict) -> list[str]:
+    fit, pboot = analysis["parametric"], analysis["parametric_bootstrap"]
+    lines = []
     if fit["degenerate"]:
         lines.append("  DEGENERATE, not a result: " + "; ".join(fit["degenerate"]))
     lines.append(f"  {'':10}{'fit':>10}{'90% CI':>22}{'Hoffmann':>10}{'Besiroglu':>11}")
@@ -146,14 +198,7 @@ def format_report(analysis: dict) -> str:
     lines.append(f"  Huber objective {fit['objective']:.3g} over {fit['num_runs']} runs; "
                  f"{pboot['num_samples']} bootstrap refits, "
                  f"{100 * pboot['degenerate_fraction']:.0f}% of them degenerate")
-
-    lines += ["", "Monotonicity (loss must fall as N or D grows with the other fixed):"]
-    for label, check in analysis["monotonicity"].items():
-        lines.append(f"  {label}: {len(check['violations'])} violations in {check['checked']} "
-                     "adjacent pairs")
-        for a, b, la, lb in check["violations"]:
-            lines.append(f"    {a} ({la:.4f}) -> {b} ({lb:.4f})")
-    return "\n".join(lines)
+    return lines
 
 
 def loss_table(results: dict) -> str:

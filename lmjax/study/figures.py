@@ -79,7 +79,8 @@ def isoflop_profiles(results: dict, analysis: dict, path: str) -> None:
     ax_opt.set(xscale="log", yscale="log", xlabel="FLOPs C = 6ND", ylabel="N_opt, D_opt",
                title="compute-optimal N and D (bands: bootstrap 5th-95th percentile)")
     ax_opt.grid(alpha=0.3, which="both")
-    ax_opt.legend(fontsize=8)
+    if ax_opt.get_legend_handles_labels()[0]:
+        ax_opt.legend(fontsize=8)
     fig.tight_layout()
     _save(fig, path)
 
@@ -134,19 +135,24 @@ def wsd_curves(rows: list[dict], path: str, key: str = "eval_loss") -> bool:
     sizes = sorted({float(r[0]["num_params"]) for r in runs.values()})
     colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(sizes)))
     fig, ax = plt.subplots(figsize=(10, 6))
+    labelled = set()  # a size's stable phase may come in several segments
     for run, records in sorted(runs.items()):
         size = float(records[0]["num_params"])
         color = colors[sizes.index(size)]
         xs = [float(r["tokens"]) for r in records]
         ys = [float(r[key]) for r in records]
         if records[0]["role"] == "stable":
-            ax.plot(xs, ys, color=color, linewidth=1.5, label=f"N = {size:.3g}")
+            label = f"N = {size:.3g}" if size not in labelled else None
+            labelled.add(size)
+            ax.plot(xs, ys, color=color, linewidth=1.5, label=label)
         else:
             ax.plot(xs, ys, color=color, linestyle="--", linewidth=1.0)
             ax.plot(xs[-1:], ys[-1:], "o", color=color, markeredgecolor="k", markersize=5)
     ax.set(xscale="log", xlabel="tokens D", ylabel=key.replace("_", " "),
            title="WSD stable runs (solid) and cooldown branches (dashed, ● = decayed end)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: float(labels[i].split("= ")[1]))
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=8)
     _save(fig, path)
     return True

@@ -135,8 +135,8 @@ def fit(params, tokens, losses, delta: float = 1e-3, starts: int = 64, init=None
     """Fits E, A, B, alpha, beta; returns them with `objective`, `theta` and `degenerate`.
 
     starts=0 runs L-BFGS-B from every one of the 4500 grid points, as the paper (minutes);
-    starts=K from the K grid points of lowest objective (and from `init`, a previous theta, if given). The `polish` best after
-    a short run continue to convergence.
+    starts=K from the K grid points of lowest objective (and from `init`, a previous theta, if
+    given). The `polish` best after a short run continue to convergence.
     """
     params, tokens, losses = check_runs(params, tokens, losses)
     data = (np.log(params), np.log(tokens), np.log(losses))

@@ -36,7 +36,10 @@ def refit(results_csv: str, out_dir: str, curves_csv: str = "", samples: int = 2
     results = analysis_lib.read_results(results_csv, params_column, loss_column)
     log(f"fitting {len(results['loss'])} runs of {results_csv} "
         f"({samples} bootstrap resamples)...")
-    analysis = analysis_lib.analyse(results, samples=samples)
+    curves = None
+    if curves_csv and os.path.isfile(curves_csv):
+        curves = figures.read_curves(curves_csv)
+    analysis = analysis_lib.analyse(results, samples=samples, curves=curves)
     report = analysis_lib.loss_table(results) + "\n\n" + analysis_lib.format_report(analysis)
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "fits.json"), "w") as f:
@@ -45,10 +48,10 @@ def refit(results_csv: str, out_dir: str, curves_csv: str = "", samples: int = 2
     with open(os.path.join(out_dir, "report.txt"), "w") as f:
         f.write(report + "\n")
     figures.isoflop_profiles(results, analysis, os.path.join(out_dir, "isoflop.png"))
-    figures.parametric_fit(results, analysis, os.path.join(out_dir, "parametric.png"))
-    if curves_csv and os.path.isfile(curves_csv):
-        figures.wsd_curves(figures.read_curves(curves_csv),
-                           os.path.join(out_dir, "wsd_curves.png"))
+    if analysis["parametric"] is not None:
+        figures.parametric_fit(results, analysis, os.path.join(out_dir, "parametric.png"))
+    if curves:
+        figures.wsd_curves(curves, os.path.join(out_dir, "wsd_curves.png"))
     log(report)
     log(f"wrote fits.json, report.txt and figures to {out_dir}")
     return analysis

@@ -3,6 +3,7 @@
 A writer is a class built from (cfg, workdir) with write(step, values), truncate_after(step)
 and close(); a new one is one entry in WRITERS. Only the main process writes.
 """
+import glob
 import importlib.util
 import json
 import os
@@ -81,40 +82,98 @@ class JsonlWriter:
         pass
 
 
-def summary_writer_class():
-    """tensorboardX's SummaryWriter, imported without torch.
+def tensorboardx_events():
+    """(EventsWriter, event_pb2, summary_pb2) of tensorboardX, imported without torch.
 
     tensorboardX imports torch, when it is installed, only to recognise torch tensors; lmjax
     logs Python floats, and torch's import costs ~200 MiB of RSS. A process that already
     imported torch keeps it.
     """
-    if "torch" in sys.modules:
-        from tensorboardX import SummaryWriter
-        return SummaryWriter
-    sys.modules["torch"] = None  # `import torch` raises ImportError while tensorboardX loads
+    blocked = "torch" not in sys.modules
+    if blocked:
+        sys.modules["torch"] = None  # `import torch` raises ImportError while tensorboardX loads
     try:
-        from tensorboardX import SummaryWriter
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto import event_pb2, summary_pb2
     finally:
-        del sys.modules["torch"]
-    return SummaryWriter
+        if blocked:
+            del sys.modules["torch"]
+    return EventsWriter, event_pb2, summary_pb2
 
 
 class TensorBoardWriter:
+    """TensorBoard event files under WORKDIR/tensorboard, written from the loop's thread.
+
+    tensorboardX's SummaryWriter writes from a background thread that dies on a full disk (and
+    then blocks the loop on its full queue); this writes with its synchronous EventsWriter
+    instead, one event per log step, flushed at once. A write a full disk cuts short is cut
+    back to whole records and retried at the next log step in a new event file.
+    """
+
     requires = "tensorboardX"
 
     def __init__(self, cfg, workdir: str):
-        self.writer = summary_writer_class()(str(epath.Path(workdir) / "tensorboard"))
+        self.prefix = str(epath.Path(workdir) / "tensorboard" / "events")
+        epath.Path(self.prefix).parent.mkdir(parents=True, exist_ok=True)
+        self.remote = io.is_remote(workdir)
+        self.events, self.files, self.good_size = None, 0, 0
+        self.backlog, self.warned = [], False
 
     def truncate_after(self, step: int):
         pass  # TensorBoard shows the newest value of a step; a resumed run overwrites
 
+    def _open(self):
+        EventsWriter, _, _ = tensorboardx_events()
+        self.files += 1
+        # The suffix keeps names apart: EventsWriter names files by the second, and opening an
+        # existing name would empty it.
+        suffix = f".{os.getpid()}.{self.files}"
+        self.events = EventsWriter(self.prefix, filename_suffix=suffix)
+        self.path = None if self.remote else glob.glob(f"{self.prefix}.out.tfevents.*{suffix}")[0]
+        self.good_size = 0
+
     def write(self, step: int, record: dict):
-        for key, value in record.items():
-            if key != "step" and isinstance(value, (int, float)):
-                self.writer.add_scalar(key, value, step)
+        import time
+        _, event_pb2, summary_pb2 = tensorboardx_events()
+        values = [summary_pb2.Summary.Value(tag=key, simple_value=float(value))
+                  for key, value in record.items()
+                  if key != "step" and isinstance(value, (int, float))]
+        self.backlog.append(event_pb2.Event(wall_time=time.time(), step=int(step),
+                                            summary=summary_pb2.Summary(value=values)))
+        try:
+            if self.events is None:
+                self._open()
+            for event in self.backlog:
+                self.events.write_event(event)
+            self.events.flush()
+        except OSError as e:
+            self._cut_back(e)
+            return
+        self.backlog = []
+        if not self.remote:
+            self.good_size = os.path.getsize(self.path)
+
+    def _cut_back(self, error: OSError):
+        events, self.events = self.events, None
+        if events is not None:
+            try:
+                events.close()
+            except OSError:
+                pass  # the buffered tail cannot be written; the file closes anyway
+            if not self.remote:
+                os.truncate(self.path, self.good_size)
+        if not self.warned:
+            print(f"warning: could not write TensorBoard events under {self.prefix} "
+                  f"({error.strerror or error}); holding them in memory and retrying at the "
+                  "next log step", file=sys.stderr, flush=True)
+            self.warned = True
 
     def close(self):
-        self.writer.close()
+        if self.events is not None:
+            try:
+                self.events.close()
+            except OSError as e:
+                self._cut_back(e)
 
 
 class WandbWriter:
