@@ -198,7 +198,11 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
 def load_module(path: str):
     module_spec = importlib.util.spec_from_file_location("lmjax_experiment", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ConfigError(f"--config: {path} line {e.lineno}: {e.msg}; fix the experiment "
+                          "file") from None
     return module
 
 

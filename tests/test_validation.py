@@ -103,7 +103,15 @@ def _no_get_config(tmp_path):
     return [f"--config={path}"], ["no_get_config.py", "get_config"]
 
 
+def _short_data(tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("hello\n")
+    # Prepared into WORKDIR/data before the window check fails: both must be gone again.
+    return [f"--config.data.path={path}"], ["short.txt", "fewer than train.seq_len+1"]
+
+
 CLI_CASES = {
+    "data too short for one window": _short_data,
     "unknown field": lambda tmp: (["--config.model.d_modle=64"],
                                   ["model.d_modle", "unknown config field", "lmjax/config.py"]),
     "wrong type": lambda tmp: (["--config.train.steps=ten"],

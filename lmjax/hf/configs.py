@@ -164,7 +164,25 @@ def _decoder_fields(hf, fam: Family, where):
 
 
 def to_lmjax(hf: dict, where: str):
-    """(family, full lmjax ConfigDict) for an HF config.json dict."""
+    """(family, full lmjax ConfigDict) for an HF config.json dict; a field that is missing or of
+    the wrong type is a UsageError naming it."""
+    if not isinstance(hf, dict):
+        raise UsageError(f"{where}: holds a JSON {type(hf).__name__}, not an object of model "
+                         "settings; use the config.json saved with the weights")
+    try:
+        return _to_lmjax(hf, where)
+    except UsageError:
+        raise
+    except KeyError as e:
+        raise UsageError(f"{where}: has no {e.args[0]!r}; use the config.json saved with the "
+                         "weights") from None
+    except (TypeError, ValueError, AttributeError) as e:
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UsageError(f"{where}: a field has a value of the wrong type ({detail}); use the "
+                         "config.json saved with the weights") from None
+
+
+def _to_lmjax(hf: dict, where: str):
     family = family_of(hf, where)
     cfg = config_lib.base_config()
     fields = (_gpt2_fields(hf, where) if family == GPT2

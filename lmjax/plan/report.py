@@ -82,7 +82,7 @@ def lines(rec, experiment: str) -> list[str]:
     if rec["oom"]:
         out.append(f"no step-time estimate: {rec['oom']}")
     else:
-        scaled = (f" (loop bodies counted once by XLA: scaled x{rec['loop_scale']:.2f})"
+        scaled = (f" (loop bodies counted once by XLA: FLOPs scaled x{rec['loop_scale']:.2f})"
                   if rec["loop_scale"] > 1 else "")
         out += [f"FLOPs per step per device: XLA {rec['xla_flops']:.4g}, 6N+12LdT "
                 f"{rec['formula_flops']:.4g}{scaled}",
