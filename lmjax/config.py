@@ -40,7 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
     m.rope_local_theta = 0.0  # local layers' RoPE theta, unscaled (0 = as the global layers)
     m.norm = "layernorm"  # layernorm | rmsnorm | gemma_rmsnorm ((1 + weight) scale)
     m.norm_eps = 1e-5
-    m.mlp = "gelu"  # gelu (tanh approximation, as GPT-2) | gelu_exact | swiglu | geglu
+    m.mlp = "gelu"  # gelu (tanh approximation, as GPT-2) | gelu_exact | swiglu | geglu | moe
     m.use_bias = True  # biases on dense layers and LayerNorm
     m.qkv_bias = False  # biases on the q, k, v projections (not the output) whatever use_bias
     m.qk_norm = False  # model.norm over head_dim on queries and keys, before RoPE
@@ -62,6 +62,19 @@ def base_config() -> ml_collections.ConfigDict:
     m.attention = "einsum"  # einsum | blockwise | dot_product (jax.nn.dot_product_attention)
     m.attention_block = 64  # query/key block size of the blockwise backend
     m.mask_documents = False  # stop attention at document boundaries (needs segment ids)
+    # Mixture of experts (model.mlp = "moe"): SwiGLU experts, top-k routing (lmjax/model/moe.py).
+    m.moe = moe = ml_collections.ConfigDict()
+    moe.num_experts = 8
+    moe.top_k = 2
+    moe.d_ff = 0  # each expert's hidden size; 0 = model.d_ff
+    moe.shared_d_ff = 0  # hidden size of a shared expert every token uses (0 = none)
+    moe.shared_gate = False  # scale the shared expert by sigmoid(x @ w) (Qwen2-MoE)
+    moe.every = 1  # layer i is MoE when (i + 1) % every == 0, else a dense SwiGLU of model.d_ff
+    moe.renormalize = True  # top-k probabilities rescaled to sum to 1 (Mixtral; Qwen3 norm_topk_prob)
+    moe.dispatch = "dropless"  # a name in lmjax.model.moe.DISPATCH: dropless | capacity
+    moe.capacity_factor = 1.25  # capacity mode: slots per expert = factor * tokens * top_k / experts
+    moe.aux_loss_coef = 0.01  # load-balancing loss (Switch / Mixtral form)
+    moe.z_loss_coef = 0.0  # router z-loss (ST-MoE; 1e-3 there)
 
     c.train = t = ml_collections.ConfigDict()
     t.steps = 1000
@@ -112,15 +125,17 @@ def base_config() -> ml_collections.ConfigDict:
     ms.data = -1  # -1 = all remaining devices
     ms.fsdp = 1
     ms.tensor = 1
+    ms.expert = 1  # expert parallelism: MoE experts are split over this axis, the batch too
     # Logical axis name -> mesh axes. Parameters and activations use distinct names so that
     # FSDP shards weights without sharding activations' feature dimension.
     ms.rules = (
-        ("batch", ("data", "fsdp")),
+        ("batch", ("data", "expert", "fsdp")),
         ("vocab", "tensor"),
         ("embed", "fsdp"),
         ("heads", "tensor"),
         ("kv_heads", "tensor"),
         ("mlp", "tensor"),
+        ("expert", "expert"),
         ("head_dim", None),
         ("layers", None),
         ("norm", None),

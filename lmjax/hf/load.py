@@ -100,7 +100,13 @@ def _leaf_entry(path: tuple, by_path: dict):
 def _host_value(reader, entry, layer, shape, where):
     if entry.hf is None:
         return np.zeros(shape, np.float32)
-    name = entry.hf.format(i=layer)
+    if entry.expert:  # one HF tensor per expert, stacked on lmjax's leading expert axis
+        return np.stack([_one_tensor(reader, entry, entry.name(layer, e), shape[1:], where)
+                         for e in range(shape[0])])
+    return _one_tensor(reader, entry, entry.name(layer), shape, where)
+
+
+def _one_tensor(reader, entry, name, shape, where):
     if name not in reader.weight_map:
         raise UsageError(f"hf:{where}: tensor {name!r} missing from the safetensors files; "
                          "is the checkpoint complete and its config.json the right one?")

@@ -11,7 +11,7 @@ from lmjax import io, validation
 from lmjax.cli import check_workdir
 from lmjax.errors import NonFiniteError, UsageError
 from lmjax.data import make_data
-from lmjax.model import flops_per_token
+from lmjax.model import aux, flops_per_token
 from lmjax.parallel import mesh as mesh_lib, shardings
 from lmjax.train import checkpoint, memory, metrics as metrics_lib, mfu, preemption
 from lmjax.train import state as state_lib
@@ -105,12 +105,14 @@ class Trainer:
     def describe(self, state, batch, compiled, compile_s: float):
         params = state.params
         n = state_lib.count_params(params)
+        active = state_lib.active_params(params, self.cfg.model)
         per_device = shardings.bytes_per_device(params)
         opt_bytes = shardings.bytes_per_device(state.opt_state)
         mem = compiled.memory_analysis()
         lines = [f"mesh: {mesh_lib.describe(self.mesh)} over {jax.device_count()} "
                  f"{jax.devices()[0].platform} device(s), {jax.process_count()} process(es)",
-                 f"params: {n:,} ({per_device / 2**20:.1f} MiB/device), optimizer state "
+                 f"params: {n:,}" + (f" total, {active:,} active per token" if active != n else "")
+                 + f" ({per_device / 2**20:.1f} MiB/device), optimizer state "
                  f"{opt_bytes / 2**20:.1f} MiB/device",
                  f"train step compiled in {compile_s:.1f} s"]
         if mem is not None:
@@ -139,7 +141,7 @@ class Trainer:
                           checkpoint.dump_config(cfg.to_dict()))
 
         tokens_per_step = t.batch_size * t.seq_len
-        flops = flops_per_token(cfg.model, t.seq_len, state_lib.matmul_params(state.params))
+        flops = flops_per_token(cfg.model, t.seq_len, state_lib.matmul_params(state.params, cfg.model))
         peak, peak_source = mfu.peak_flops_per_device(cfg.metrics.peak_flops_per_device)
         self.log(f"MFU is relative to {peak / 1e12:.3f} TFLOP/s per device ({peak_source}); "
                  f"{flops / 1e6:.2f} MFLOPs per token")
@@ -191,6 +193,7 @@ class Trainer:
                               "tokens": step * tokens_per_step}
                     if t.nonfinite == "skip":
                         record["skipped_steps"] = skipped
+                    record.update(_layer_metrics(values))
                     record.update(self.guard.metrics(step))
                     writer.write(step, record)
                     progress.update(step - progress.n)
@@ -225,9 +228,20 @@ class Trainer:
         writer.close()
         summary = {"step": step, "train_loss": train_loss, "eval_loss": eval_loss,
                    "tokens": step * tokens_per_step, "wall_time_s": time.perf_counter() - run_start,
-                   "num_params": state_lib.count_params(state.params)}
+                   "num_params": state_lib.count_params(state.params),
+                   "num_active_params": state_lib.active_params(state.params, cfg.model)}
         self.state = state
         return summary
+
+
+STEP_METRICS = ("train_loss", "grad_norm", "learning_rate", "finite")
+
+
+def _layer_metrics(values) -> dict:
+    """What layers reported (lmjax.model.aux, e.g. moe/*), combined over the logged steps."""
+    names = [k for k in values[-1] if k not in STEP_METRICS]
+    good = [m for m in values if m["finite"]] or values
+    return {k: float(aux.reduce(k, np.asarray([m[k] for m in good]))) for k in names}
 
 
 def _progress(start, total, enabled):
@@ -239,7 +253,7 @@ def _progress(start, total, enabled):
 def finish(trainer: Trainer, summary: dict):
     """What a person looks at after a run: a sample, the loss curve, summary.json."""
     cfg, workdir = trainer.cfg, trainer.workdir
-    trainer.guard.goodput.enter("other")
+    trainer.guard.finishing()
     if cfg.train.sample_tokens > 0:
         from lmjax.infer.generate import Generator, Sampling, generate_text
         # Every process takes part: the parameters may be sharded across all of them.

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lmjax.model import build_model
+from lmjax.model import aux, build_model
 from lmjax.parallel import shardings
 from lmjax.parallel.context import context
 from lmjax.train import state as state_lib
@@ -39,34 +39,47 @@ def make_train_step(model, tx, lr_schedule, cfg):
     mask_documents = cfg.model.mask_documents
 
     def summed_loss(params, batch):
-        logits = model.apply({"params": params}, *model_inputs(batch, mask_documents))
-        total, count = cross_entropy(logits, batch["targets"], batch.get("weights"))
-        return total, count.astype(jnp.float32)
+        """(summed objective, (summed loss, token count, layer metrics)) of one (micro)batch.
 
-    def loss_fn(params, batch):
-        total, count = summed_loss(params, batch)
-        return total / count
+        The objective adds the auxiliary losses layers report (lmjax.model.aux), weighted by the
+        token count so that microbatches average them like the loss.
+        """
+        logits, variables = model.apply({"params": params},
+                                        *model_inputs(batch, mask_documents),
+                                        mutable=[aux.COLLECTION])
+        total, count = cross_entropy(logits, batch["targets"], batch.get("weights"))
+        count = count.astype(jnp.float32)
+        aux_loss, layer_metrics = aux.collect(variables)
+        return total + aux_loss * count, (total, count, layer_metrics)
+
+    def mean_loss(params, batch):
+        objective, (total, count, layer_metrics) = summed_loss(params, batch)
+        return objective / count, (total / count, layer_metrics)
 
     def grads_of(params, batch):
+        """(mean loss, metrics layers reported, gradients of the mean objective)."""
+        grad_fn = jax.value_and_grad(summed_loss, has_aux=True)
         if accum == 1:
-            return jax.value_and_grad(loss_fn)(params, batch)
+            (_, (loss, layer_metrics)), grads = jax.value_and_grad(mean_loss, has_aux=True)(
+                params, batch)
+            return loss, layer_metrics, grads
         # Microbatches run one after another. Summed losses and gradients are divided by the
         # whole batch's token count at the end, so the update equals one big batch's even when
         # microbatches count different numbers of tokens (weights).
         micro = jax.tree.map(lambda x: x.reshape((accum, -1) + x.shape[1:]), batch)
 
         def body(carry, microbatch):
-            (total, count), grads = jax.value_and_grad(summed_loss, has_aux=True)(params,
-                                                                                   microbatch)
-            return jax.tree.map(jnp.add, carry, (total, count, grads)), None
+            (_, (total, count, layer_metrics)), grads = grad_fn(params, microbatch)
+            return jax.tree.map(jnp.add, carry, (total, count, grads)), layer_metrics
 
         zeros = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
                  jax.tree.map(jnp.zeros_like, params))
-        (total, count, grads), _ = jax.lax.scan(body, zeros, micro)
-        return total / count, jax.tree.map(lambda g: g / count, grads)
+        (total, count, grads), per_micro = jax.lax.scan(body, zeros, micro)
+        layer_metrics = {k: aux.reduce(k, v) for k, v in per_micro.items()}
+        return total / count, layer_metrics, jax.tree.map(lambda g: g / count, grads)
 
     def train_step(state, batch):
-        loss, grads = grads_of(state.params, batch)
+        loss, layer_metrics, grads = grads_of(state.params, batch)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -76,7 +89,7 @@ def make_train_step(model, tx, lr_schedule, cfg):
         new_state = state_lib.TrainState(step=state.step + 1, params=keep(params, state.params),
                                          opt_state=keep(opt_state, state.opt_state))
         metrics = {"train_loss": loss, "grad_norm": grad_norm,
-                   "learning_rate": lr_schedule(state.step), "finite": finite}
+                   "learning_rate": lr_schedule(state.step), "finite": finite, **layer_metrics}
         return new_state, metrics
 
     return train_step
