@@ -253,7 +253,7 @@ def _progress(start, total, enabled):
 def finish(trainer: Trainer, summary: dict):
     """What a person looks at after a run: a sample, the loss curve, summary.json."""
     cfg, workdir = trainer.cfg, trainer.workdir
-    trainer.guard.goodput.enter("other")
+    trainer.guard.finishing()
     if cfg.train.sample_tokens > 0:
         from lmjax.infer.generate import Generator, Sampling, generate_text
         # Every process takes part: the parameters may be sharded across all of them.
