@@ -44,10 +44,10 @@ def get_config(arg=None):
     m.mlp = "swiglu" if dense else "moe"
 
     t = c.train
-    t.steps = 200
+    t.steps = 150
     t.batch_size, t.seq_len = 16, 128
-    t.eval_every, t.eval_steps = 100, 10
-    t.checkpoint_every = 100
+    t.eval_every, t.eval_steps = 75, 10
+    t.checkpoint_every = 150
     t.sample_prompt = "It was"
 
     o = c.optim

@@ -21,6 +21,10 @@ FULL_SIZE = [
         vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
         num_attention_heads=32, num_key_value_heads=8, num_local_experts=8,
         num_experts_per_tok=2)),
+    ("experiments/qwen3_30b_a3b.py", 30_532_122_624, 3_353_032_704, "Qwen3MoeConfig", dict(
+        vocab_size=151936, hidden_size=2048, intermediate_size=6144, moe_intermediate_size=768,
+        num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4, head_dim=128,
+        num_experts=128, num_experts_per_tok=8, norm_topk_prob=True)),
 ]
 
 
@@ -49,13 +53,15 @@ def test_total_and_active_parameter_counts(spec, total, active, hf_class, hf_kwa
 
 REDUCED = {"model.num_layers": 2, "model.d_model": 64, "model.num_heads": 4,
            "model.num_kv_heads": 2, "model.head_dim": 16, "model.d_ff": 128,
-           "model.moe.d_ff": 128, "model.vocab_size": 512, "model.max_seq_len": 128,
+           "model.moe.d_ff": 128, "model.moe.num_experts": 8, "model.moe.top_k": 2,
+           "model.vocab_size": 512, "model.max_seq_len": 128,
            "train.seq_len": 64, "train.batch_size": 16}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("spec, mesh", [
     ("experiments/mixtral_8x7b.py", {"data": 1, "expert": 8, "fsdp": 1, "tensor": 1}),
+    ("experiments/qwen3_30b_a3b.py", {"data": 1, "expert": 8, "fsdp": 1, "tensor": 1}),
 ])
 def test_reduced_width_compiles_with_the_expert_mesh(spec, mesh):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
