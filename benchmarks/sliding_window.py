@@ -8,6 +8,10 @@ side in one process: the einsum backend (every T x T score), the blockwise backe
 window (blocks above the diagonal skipped) and with the window (blocks outside it skipped too).
 FLOPs are XLA's count for each compiled function; the table compares the measured speed-up of
 the window with the one its FLOPs imply. Draws the medians as a PNG.
+
+Measured here (2-core CPU shared with other jobs, defaults, median of 10): the window is 2.19x
+faster than blockwise causal attention (its FLOPs imply 2.39x: 0.92 of it) and 3.41x faster
+than the einsum backend (4.23x: 0.81 of it).
 """
 import argparse
 import statistics

@@ -51,6 +51,21 @@ def say_once(message: str):
         print(message, file=sys.stderr, flush=True)
 
 
+def check_output_file(path: str, flag: str):
+    """UsageError unless `path` can be written as a file (its folders are made on writing)."""
+    if "://" in path:
+        return
+    if os.path.isdir(path):
+        raise UsageError(f"{flag}={path}: is a directory; give a file path such as "
+                         f"{os.path.join(path, 'plot.png')}")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise UsageError(f"{flag}={path}: cannot be written ({parent} is not a writable "
+                         "directory); pick another path")
+
+
 def check_workdir(workdir: str):
     """UsageError unless `workdir` is (or can become) a writable directory."""
     if io.is_remote(workdir):

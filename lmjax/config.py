@@ -40,7 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
     m.rope_local_theta = 0.0  # local layers' RoPE theta, unscaled (0 = as the global layers)
     m.norm = "layernorm"  # layernorm | rmsnorm | gemma_rmsnorm ((1 + weight) scale)
     m.norm_eps = 1e-5
-    m.mlp = "gelu"  # gelu (tanh approximation, as GPT-2) | gelu_exact | swiglu | geglu
+    m.mlp = "gelu"  # gelu (tanh approximation, as GPT-2) | gelu_exact | swiglu | geglu | moe
     m.use_bias = True  # biases on dense layers and LayerNorm
     m.qkv_bias = False  # biases on the q, k, v projections (not the output) whatever use_bias
     m.qk_norm = False  # model.norm over head_dim on queries and keys, before RoPE
@@ -69,6 +69,19 @@ def base_config() -> ml_collections.ConfigDict:
     # in training only; its masks are a pure function of (seed, step, layer).
     m.dropout = 0.0
     m.z_loss = 0.0  # coefficient of log²Z added to the training loss (PaLM uses 1e-4)
+    # Mixture of experts (model.mlp = "moe"): SwiGLU experts, top-k routing (lmjax/model/moe.py).
+    m.moe = moe = ml_collections.ConfigDict()
+    moe.num_experts = 8
+    moe.top_k = 2
+    moe.d_ff = 0  # each expert's hidden size; 0 = model.d_ff
+    moe.shared_d_ff = 0  # hidden size of a shared expert every token uses (0 = none)
+    moe.shared_gate = False  # scale the shared expert by sigmoid(x @ w) (Qwen2-MoE)
+    moe.every = 1  # layer i is MoE when (i + 1) % every == 0, else a dense SwiGLU of model.d_ff
+    moe.renormalize = True  # top-k probabilities rescaled to sum to 1 (Mixtral; Qwen3 norm_topk_prob)
+    moe.dispatch = "dropless"  # a name in lmjax.model.moe.DISPATCH: dropless | capacity
+    moe.capacity_factor = 1.25  # capacity mode: slots per expert = factor * tokens * top_k / experts
+    moe.aux_loss_coef = 0.01  # load-balancing loss (Switch / Mixtral form)
+    moe.z_loss_coef = 0.0  # router z-loss (ST-MoE; 1e-3 there)
 
     c.train = t = ml_collections.ConfigDict()
     t.steps = 1000
@@ -122,15 +135,17 @@ def base_config() -> ml_collections.ConfigDict:
     ms.data = -1  # -1 = all remaining devices
     ms.fsdp = 1
     ms.tensor = 1
+    ms.expert = 1  # expert parallelism: MoE experts are split over this axis, the batch too
     # Logical axis name -> mesh axes. Parameters and activations use distinct names so that
     # FSDP shards weights without sharding activations' feature dimension.
     ms.rules = (
-        ("batch", ("data", "fsdp")),
+        ("batch", ("data", "expert", "fsdp")),
         ("vocab", "tensor"),
         ("embed", "fsdp"),
         ("heads", "tensor"),
         ("kv_heads", "tensor"),
         ("mlp", "tensor"),
+        ("expert", "expert"),
         ("head_dim", None),
         ("layers", None),
         ("norm", None),
@@ -196,7 +211,11 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
 def load_module(path: str):
     module_spec = importlib.util.spec_from_file_location("lmjax_experiment", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ConfigError(f"--config: {path} line {e.lineno}: {e.msg}; fix the experiment "
+                          "file") from None
     return module
 
 

@@ -4,6 +4,8 @@ import os
 
 from etils import epath
 
+from lmjax.errors import UsageError
+
 
 def is_remote(path) -> bool:
     """Object stores (gs://, s3://) have no directories, appends or atomic renames of folders."""
@@ -36,7 +38,12 @@ def write_json(path, payload, indent: int | None = 1) -> None:
 
 
 def read_json(path):
-    return json.loads(epath.Path(path).read_text())
+    """The JSON in `path`; a damaged file is a UsageError naming it, not a traceback."""
+    try:
+        return json.loads(epath.Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: not valid JSON ({e}); restore the file or recreate it with "
+                         "the command that wrote it") from None
 
 
 def move(source, target) -> None:

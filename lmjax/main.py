@@ -3,7 +3,7 @@ import argparse
 import os
 import sys
 
-from lmjax.cli import ArgumentParser, check_workdir, run_command
+from lmjax.cli import ArgumentParser, run_command
 from lmjax.errors import UsageError
 
 
@@ -38,8 +38,8 @@ def train_main(argv=None):
         import jax
         validation.prepare(cfg, jax.device_count(),
                            log=print if jax.process_index() == 0 else lambda _: None)
-        # Only a valid config creates the workdir: a rejected command leaves no trace behind.
-        check_workdir(workdir)
+        # Only a valid config creates the workdir, and a run rejected later in its setup (data
+        # too short, another model's checkpoints) removes what it created: no trace behind.
         from lmjax.train import loop
         loop.run(cfg, workdir)
 
@@ -101,6 +101,10 @@ def export_main(argv=None):
         from lmjax.infer.export import check_output, export
         if not os.path.isdir(args.workdir):
             raise UsageError(f"--workdir={args.workdir}: no such directory")
+        from lmjax.infer.restore import is_export
+        if is_export(args.workdir) and args.format == "lmjax":
+            raise UsageError(f"--workdir={args.workdir}: is already an lmjax-export directory; "
+                             "export from the training workdir it came from")
         check_output(args.output)
         if args.format == "hf":
             from lmjax.hf import load_model, save_hf

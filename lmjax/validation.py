@@ -14,6 +14,7 @@ from lmjax.model.attention import ATTENTION_BACKENDS, DROPOUT_BACKENDS, SOFTCAP_
 from lmjax.model.layers import NORMS
 from lmjax.model.mlp import MLPS
 from lmjax.model.parametrization import PARAMETRIZATIONS
+from lmjax.model.moe import DISPATCH
 from lmjax.model.positions import POSITIONS, ROPE_SCALINGS
 from lmjax.parallel.mesh import BATCH_AXES, mesh_shape
 from lmjax.train.metrics import WRITERS, check_writer_packages
@@ -115,9 +116,32 @@ def validate(cfg, num_devices: int | None = None):
     if m.parametrization == "mup" and m.mup_base_width <= 0:
         raise ConfigError(f"model.mup_base_width={m.mup_base_width}: must be > 0 (the d_model "
                           "whose tuned hyperparameters transfer)")
+    if m.mlp == "moe":
+        _validate_moe(m)
     _validate_schedule(cfg)
     _validate_mesh(cfg, num_devices)
     _validate_data(cfg)
+
+
+def _validate_moe(m):
+    e = m.moe
+    if e.num_experts < 1 or not 1 <= e.top_k <= e.num_experts:
+        raise ConfigError(f"model.moe.top_k={e.top_k}, model.moe.num_experts={e.num_experts}: "
+                          "need 1 <= top_k <= num_experts")
+    if e.dispatch not in DISPATCH:
+        raise ConfigError(f"model.moe.dispatch={e.dispatch!r}: must be one of "
+                          f"{', '.join(DISPATCH)}")
+    for field in ("d_ff", "shared_d_ff", "aux_loss_coef", "z_loss_coef"):
+        if e[field] < 0:
+            raise ConfigError(f"model.moe.{field}={e[field]}: must be >= 0")
+    if e.capacity_factor <= 0:
+        raise ConfigError(f"model.moe.capacity_factor={e.capacity_factor}: must be > 0")
+    if e.every < 1 or e.every > m.num_layers:
+        raise ConfigError(f"model.moe.every={e.every}: must be between 1 and model.num_layers="
+                          f"{m.num_layers}")
+    if e.every > 1 and m.scan_layers:
+        raise ConfigError(f"model.moe.every={e.every}: mixes MoE and dense layers, which a scan "
+                          "over identical layers cannot; set model.scan_layers=False or every=1")
 
 
 def _validate_attention_features(m):
@@ -179,6 +203,16 @@ def _validate_mesh(cfg, num_devices):
         if value % tensor:
             raise ConfigError(f"model.{field}={value}: not divisible by mesh.tensor={tensor}; "
                               f"use a multiple of {tensor} or a smaller tensor axis")
+    if m.mlp == "moe":
+        expert, e = sizes["expert"], m.moe
+        if e.num_experts % expert:
+            raise ConfigError(f"model.moe.num_experts={e.num_experts}: not divisible by "
+                              f"mesh.expert={expert}; use a multiple of {expert} experts or a "
+                              "smaller expert axis")
+        for field, value in (("moe.d_ff", e.d_ff or m.d_ff), ("moe.shared_d_ff", e.shared_d_ff)):
+            if value % tensor:
+                raise ConfigError(f"model.{field}={value}: not divisible by mesh.tensor="
+                                  f"{tensor}; use a multiple of {tensor}")
     if m.d_model % sizes["fsdp"]:
         raise ConfigError(f"model.d_model={m.d_model}: not divisible by mesh.fsdp="
                           f"{sizes['fsdp']}; use a multiple of {sizes['fsdp']}")

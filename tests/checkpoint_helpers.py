@@ -46,8 +46,9 @@ def run(command, devices: int = 1, timeout: float = 240, **extra_env):
                           text=True, timeout=timeout)
 
 
-def train(workdir: str, devices: int = 1, check: bool = True, **overrides):
-    result = run(train_command(workdir, **overrides), devices)
+def train(workdir: str, devices: int = 1, check: bool = True, timeout: float = 240,
+          **overrides):
+    result = run(train_command(workdir, **overrides), devices, timeout=timeout)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result

@@ -48,8 +48,9 @@ def strip_boxes(tree):
 unboxed = strip_boxes
 
 
-def randomize(params, seed=0, std=0.3):
-    """Replaces every leaf with N(0, std²) (norm scales around 1), so no parameter is trivial."""
+def randomize(params, seed=0, std=0.3, scale_center=1.0):
+    """Replaces every leaf with N(0, std²) (norm scales around scale_center: 1, or 0 for norms
+    that store their scale as an offset from 1), so no parameter is trivial."""
     import jax
     leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
     rng = np.random.default_rng(seed)
@@ -57,7 +58,7 @@ def randomize(params, seed=0, std=0.3):
     for path, leaf in leaves:
         value = rng.normal(0.0, std, size=leaf.shape)
         if "scale" in str(path[-1]):
-            value = 1.0 + value  # norm scales live around 1
+            value = scale_center + value  # norm scales live around 1
         out.append(np.asarray(value, dtype=leaf.dtype))
     return jax.tree_util.tree_unflatten(treedef, out)
 

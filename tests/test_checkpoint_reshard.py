@@ -41,7 +41,7 @@ np.savez(out, **arrays)
 def saved_fsdp8(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("fsdp8"))
     result = h.train(workdir, devices=8, **RUN, **SAVED)
-    assert "mesh: data=1 x fsdp=8 x tensor=1 over 8 cpu device(s)" in result.stdout
+    assert "mesh: data=1 x expert=1 x fsdp=8 x tensor=1 over 8 cpu device(s)" in result.stdout
     assert h.checkpoint_steps(workdir) == [4, 6]
     return workdir
 

@@ -89,7 +89,7 @@ def test_char_encode_array_names_an_unknown_character():
 
 def test_too_large_a_vocab_becomes_a_sentence_that_says_what_to_do():
     with pytest.raises(UsageError, match=r"--vocab_size=5000: this corpus only supports \d+ "
-                                         r"pieces; pass --vocab_size=\d+ or less"):
+                                         r"pieces; set --vocab_size=\d+ or less"):
         train_sentencepiece(["a small corpus", "of two lines"], vocab_size=5000)
     message = explain_trainer_error("... Vocabulary size is smaller than required_chars. 100 vs "
                                     "318. Increase vocab_size", 100)

@@ -45,7 +45,7 @@ FULL_SIZE = {
         num_attention_heads=32, num_key_value_heads=8, sliding_window=4096,
         tie_word_embeddings=False, max_position_embeddings=32768)),
 }
-FAST = "llama3_2_1b"  # the representative CI case
+FAST = "gemma3_1b"  # the representative CI case: every Gemma feature, mixed local layers
 
 
 def spec(name, variant=None):
@@ -78,6 +78,7 @@ def train_losses(names):
     import jax
     from lmjax import validation
     from lmjax.config import apply_overrides, load_config
+    from lmjax.model.layers import SCALE_OFFSET
     from lmjax.train.state import abstract_params
     from tests import helpers
     results = {}
@@ -94,7 +95,9 @@ def train_losses(names):
             parts = helpers.TrainParts(cfg, devices)
             if params is None:
                 shapes = helpers.strip_boxes(abstract_params(parts.model, cfg))
-                params = helpers.randomize(shapes, seed=0, std=0.02)
+                # Gemma's (1 + w) norms store w, which lives around 0.
+                center = 0.0 if cfg.model.norm in SCALE_OFFSET else 1.0
+                params = helpers.randomize(shapes, seed=0, std=0.02, scale_center=center)
             state = parts.init(params)
             losses = []
             for step in range(STEPS):

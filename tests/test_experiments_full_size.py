@@ -97,12 +97,12 @@ COMPILE = textwrap.dedent("""
 
 @pytest.mark.parametrize("spec, mesh, sharded", [
     # Same code path as the unmarked variants beside them; slow only because each compiles.
-    pytest.param("experiments/gpt2_124m.py:v4-8", {"data": 8, "fsdp": 1, "tensor": 1}, False,
+    pytest.param("experiments/gpt2_124m.py:v4-8", {"data": 8, "expert": 1, "fsdp": 1, "tensor": 1}, False,
                  marks=pytest.mark.slow),
-    ("experiments/gpt2_124m.py:v5e-8", {"data": 4, "fsdp": 2, "tensor": 1}, True),
-    pytest.param("experiments/llama_1b.py", {"data": 1, "fsdp": 8, "tensor": 1}, True,
+    ("experiments/gpt2_124m.py:v5e-8", {"data": 4, "expert": 1, "fsdp": 2, "tensor": 1}, True),
+    pytest.param("experiments/llama_1b.py", {"data": 1, "expert": 1, "fsdp": 8, "tensor": 1}, True,
                  marks=pytest.mark.slow),
-    ("experiments/llama_8b.py:v5p-128", {"data": 1, "fsdp": 8, "tensor": 1}, True),
+    ("experiments/llama_8b.py:v5p-128", {"data": 1, "expert": 1, "fsdp": 8, "tensor": 1}, True),
 ])
 def test_reduced_width_compiles_on_8_devices_with_the_intended_mesh(spec, mesh, sharded):
     overrides = dict(REDUCED["width"])

@@ -113,6 +113,20 @@ def test_greedy_generation_across_the_window_equals_transformers(tmp_path, famil
     assert got == expected
 
 
+@pytest.mark.slow
+def test_scanned_mixed_layers_generate_as_unrolled(tmp_path):
+    """Scanned Gemma 3 layers keep full-length caches with the window as a mask; unrolled local
+    layers keep ring buffers: the same tokens."""
+    build_hf_model(tmp_path / "hf", "gemma3", seed=5)
+    prompts = tokens(batch=2, length=8, seed=6).tolist()
+    unrolled = load_hf(str(tmp_path / "hf"), with_tokenizer=False)
+    scanned = load_hf(str(tmp_path / "hf"), overrides={"model.scan_layers": True},
+                      with_tokenizer=False)
+    assert "layers" in scanned.params
+    assert (Generator(scanned.cfg, scanned.params).generate(prompts, 32)
+            == Generator(unrolled.cfg, unrolled.params).generate(prompts, 32))
+
+
 @pytest.mark.parametrize("change,message", [
     ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}},
      "rope_type='yarn' is not supported"),

@@ -177,7 +177,8 @@ def test_save_on_a_full_disk_keeps_the_previous_checkpoint_and_stops_in_one_line
         saves.wait()
     message = str(failure.value)
     assert "\n" not in message
-    assert f"checkpoint save of step 8 to {manager.directory / '8'} failed: No space left on device [ENOSPC]" in message
+    assert (f"checkpoint save of step 8 to {manager.directory / '8'} failed: No space left on "
+            "device [ENOSPC]") in message
     assert "it needed up to 1.5 MiB" in message  # 400k float32
     assert "the previous checkpoint (step 4) is intact" in message
     assert os.listdir(manager.directory) == ["4"]  # the half-written step gave its space back

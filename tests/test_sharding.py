@@ -43,10 +43,10 @@ def test_single_device_mesh_and_rules():
     from lmjax.parallel import shardings as sharding
     cfg = helpers.tiny_config()
     mesh = mesh_lib.make_mesh(cfg, jax.devices()[:1])
-    assert dict(mesh.shape) == {"data": 1, "fsdp": 1, "tensor": 1}
+    assert dict(mesh.shape) == {"data": 1, "expert": 1, "fsdp": 1, "tensor": 1}
     assert all(t == jax.sharding.AxisType.Auto for t in mesh.axis_types)
     rules = sharding.rules(cfg)
-    assert sharding.batch_sharding(mesh, rules).spec == P(("data", "fsdp"), None)
+    assert sharding.batch_sharding(mesh, rules).spec == P(("data", "expert", "fsdp"), None)
     parts = helpers.TrainParts(cfg, jax.devices()[:1])
     specs = parts.state_sh.params
     assert specs["embed"]["embedding"].spec == P("tensor", "fsdp")
@@ -132,7 +132,7 @@ def test_mesh_losses_equal_one_device(mesh):
     reference = results["one_device"]["losses"]
     losses = results[mesh]["losses"]
     data, fsdp, tensor = MESHES[mesh]
-    assert results[mesh]["mesh"] == {"data": data, "fsdp": fsdp, "tensor": tensor}
+    assert results[mesh]["mesh"] == {"data": data, "expert": 1, "fsdp": fsdp, "tensor": tensor}
     assert len(losses) == STEPS and reference[-1] < reference[0] - 0.05  # it trains
     np.testing.assert_allclose(losses, reference, rtol=1e-5, atol=0)
 

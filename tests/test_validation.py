@@ -18,11 +18,22 @@ from tests import helpers
 # (overrides, device count, substrings the message must contain: field, value, fix)
 CASES = {
     "mesh product": ({"mesh.data": 2, "mesh.fsdp": 2}, 1,
-                     ["mesh", "2*2*1 = 4", "1 devices", "set one axis to -1"]),
-    "mesh product too small": ({"mesh.data": 2}, 8, ["2*1*1 = 2", "8 devices"]),
+                     ["mesh", "2*1*2*1 = 4", "1 devices", "set one axis to -1"]),
+    "mesh product too small": ({"mesh.data": 2}, 8, ["2*1*1*1 = 2", "8 devices"]),
     "mesh free axis": ({"mesh.data": -1, "mesh.fsdp": 3}, 8, ["mesh.data=-1", "3"]),
     "batch vs data*fsdp": ({"train.batch_size": 12, "mesh.data": 2, "mesh.fsdp": 4}, 8,
-                           ["train.batch_size=12", "mesh.data*mesh.fsdp=8", "multiple of 8"]),
+                           ["train.batch_size=12", "mesh.data*mesh.expert*mesh.fsdp=8",
+                            "multiple of 8"]),
+    "experts vs expert axis": ({"model.mlp": "moe", "model.moe.num_experts": 6, "mesh.expert": 4,
+                                "mesh.data": 2}, 8,
+                               ["model.moe.num_experts=6", "mesh.expert=4", "multiple of 4"]),
+    "moe top_k": ({"model.mlp": "moe", "model.moe.top_k": 9}, 1,
+                  ["model.moe.top_k=9", "top_k <= num_experts"]),
+    "moe dispatch": ({"model.mlp": "moe", "model.moe.dispatch": "sinkhorn"}, 1,
+                     ["model.moe.dispatch='sinkhorn'", "dropless, capacity"]),
+    "moe every with scan": ({"model.mlp": "moe", "model.moe.every": 2,
+                             "model.scan_layers": True}, 1,
+                            ["model.moe.every=2", "model.scan_layers=False"]),
     "heads vs tensor": ({"model.num_heads": 2, "mesh.tensor": 4, "mesh.data": 1}, 4,
                         ["model.num_heads=2", "mesh.tensor=4", "multiple of 4"]),
     "kv heads vs tensor": ({"model.num_kv_heads": 1, "mesh.tensor": 2, "mesh.data": 1}, 2,
@@ -92,13 +103,21 @@ def _no_get_config(tmp_path):
     return [f"--config={path}"], ["no_get_config.py", "get_config"]
 
 
+def _short_data(tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("hello\n")
+    # Prepared into WORKDIR/data before the window check fails: both must be gone again.
+    return [f"--config.data.path={path}"], ["short.txt", "fewer than train.seq_len+1"]
+
+
 CLI_CASES = {
+    "data too short for one window": _short_data,
     "unknown field": lambda tmp: (["--config.model.d_modle=64"],
                                   ["model.d_modle", "unknown config field", "lmjax/config.py"]),
     "wrong type": lambda tmp: (["--config.train.steps=ten"],
                                ["train.steps=ten", "expected a value of type int"]),
     "mesh product": lambda tmp: (["--config.mesh.data=2", "--config.mesh.fsdp=2"],
-                                 ["data*fsdp*tensor = 2*2*1 = 4", "1 devices", "-1"]),
+                                 ["data*expert*fsdp*tensor = 2*1*2*1 = 4", "1 devices", "-1"]),
     "missing data file": lambda tmp: ([f"--config.data.path={tmp}/missing.txt"],
                                       ["data.path", "missing.txt", "no such file"]),
     "missing experiment": lambda tmp: ([f"--config={tmp}/nope.py"], ["nope.py", "does not exist"]),

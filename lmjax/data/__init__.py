@@ -54,7 +54,7 @@ def check_settings(cfg) -> None:
           model_type=d.model_type, valid_fraction=d.valid_fraction, invalid_utf8=d.invalid_utf8)
 
 
-def prepared_directory(cfg, workdir: str, progress: bool = True) -> str:
+def prepared_directory(cfg, workdir: str, progress: bool = True, log=print) -> str:
     """The prepared directory for cfg.data.path, preparing raw text into WORKDIR/data once."""
     path = cfg.data.path
     if not path:
@@ -72,14 +72,28 @@ def prepared_directory(cfg, workdir: str, progress: bool = True) -> str:
     prepare(path, out, tokenizer=d.tokenizer,
             vocab_size=d.vocab_size if d.tokenizer == "sentencepiece" else 0,
             model_type=d.model_type, valid_fraction=d.valid_fraction,
-            invalid_utf8=d.invalid_utf8, progress=progress, log=_quiet_log,
+            invalid_utf8=d.invalid_utf8, progress=progress, log=log,
             rebuild_hint=f"delete {out} or use a new --workdir", names=CONFIG_NAMES)
     return out
 
 
-def _quiet_log(message: str) -> None:
-    if not message.endswith("nothing to do (pass --overwrite to rebuild)"):
-        print(message, flush=True)
+class _SummaryAfterChecks:
+    """prepare()'s log on first use: its closing summary ("wrote ...") is held back until the
+    run's own checks of the data pass, so a rejected run prints its error alone (and the data it
+    prepared is removed again); "already prepared" is not worth a line."""
+
+    def __init__(self):
+        self.held = []
+
+    def __call__(self, message: str) -> None:
+        if message.startswith("wrote "):
+            self.held.append(message)
+        elif not message.endswith("nothing to do (pass --overwrite to rebuild)"):
+            print(message, flush=True)
+
+    def flush(self) -> None:
+        for message in self.held:
+            print(message, flush=True)
 
 
 def make_data(cfg, workdir: str, process_index: int = 0, process_count: int = 1) -> Data:
@@ -90,26 +104,35 @@ def make_data(cfg, workdir: str, process_index: int = 0, process_count: int = 1)
                          f"{process_count} processes; use a multiple of {process_count}")
     if cfg.data.mixture:
         return make_mixture(cfg, process_index, process_count)
-    directory = prepared_directory(cfg, workdir, progress=process_index == 0)
+    log = _SummaryAfterChecks()
+    directory = prepared_directory(cfg, workdir, progress=process_index == 0, log=log)
     prepared = store.open_prepared(directory)
     tokenizer = prepared.tokenizer
-    check_vocab(tokenizer, cfg.model.vocab_size, directory)
+    check_vocab(tokenizer, cfg.model.vocab_size, cfg.data.path)
     if not prepared.has_split("train"):
-        raise UsageError(f"data.path={directory}: has no train tokens; prepare it from text")
-    windows = pipeline.PackedWindows(prepared.split("train"), t.seq_len,
-                                     cfg.data.window_stride)
+        raise UsageError(f"data.path={cfg.data.path}: has no train tokens; prepare it from text")
+    try:
+        windows = pipeline.PackedWindows(prepared.split("train"), t.seq_len,
+                                         cfg.data.window_stride)
+    except UsageError as e:
+        raise UsageError(f"data.path={cfg.data.path}: {e}") from None
+    eval_set = None
+    if t.eval_steps > 0:
+        if not prepared.has_split("valid"):
+            raise UsageError(f"data.path={cfg.data.path}: has no valid split but "
+                             f"train.eval_steps={t.eval_steps}; prepare it with a valid fraction "
+                             "(data.valid_fraction > 0 for raw text) or valid files, or set "
+                             "train.eval_steps=0")
+        try:
+            eval_set = pipeline.eval_windows(prepared.split("valid"), t.seq_len,
+                                             t.eval_steps * t.batch_size)
+        except UsageError as e:
+            raise UsageError(f"data.path={cfg.data.path}: {e}") from None
+    log.flush()
     dataset_id = f"{prepared.metadata['tokenizer']['fingerprint']}:" \
                  f"{prepared.metadata['splits']['train']['tokens']}"
     train = pipeline.TrainIterator(windows, t.batch_size, cfg.seed, process_index,
                                    process_count, cfg.data.prefetch, dataset_id)
-    eval_set = None
-    if t.eval_steps > 0:
-        if not prepared.has_split("valid"):
-            raise UsageError(f"data.path={directory}: has no valid split but train.eval_steps="
-                             f"{t.eval_steps}; prepare it with a valid fraction or valid "
-                             "files, or set train.eval_steps=0")
-        eval_set = pipeline.eval_windows(prepared.split("valid"), t.seq_len,
-                                         t.eval_steps * t.batch_size)
 
     def eval_batches():
         if eval_set is None:

@@ -8,11 +8,11 @@ else from tokenizer_config.json's bos_token / eos_token. `encode` never adds spe
 `add_bos` says whether the model expects a BOS id first (lmjax.infer.generate and lmjax.infer.evaluate add it).
 """
 import hashlib
-import json
 import os
 import shutil
 from typing import Sequence
 
+from lmjax import io
 from lmjax.data.tokenizer import Tokenizer
 from lmjax.errors import UsageError
 
@@ -22,10 +22,7 @@ LMJAX_TOKENIZER_DIR = "lmjax_tokenizer"
 
 
 def _read_json(path: str) -> dict:
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
+    return io.read_json(path) if os.path.isfile(path) else {}
 
 
 def _token_content(value):

@@ -52,7 +52,8 @@ def prepare(inputs, output: str, *, tokenizer: str = "sentencepiece", vocab_size
     check_settings(n, tokenizer=tokenizer, vocab_size=vocab_size, model_type=model_type,
                    valid_files=valid_files, valid_fraction=valid_fraction,
                    invalid_utf8=invalid_utf8, tokenizer_model=tokenizer_model,
-                   shard_tokens=shard_tokens)
+                   shard_tokens=shard_tokens, workers=workers,
+                   input_sentence_size=input_sentence_size)
     if valid_fraction is None:
         valid_fraction = 0.0 if valid_files else 0.1
     train_files = _files(inputs, n["input"])
@@ -77,6 +78,12 @@ def prepare(inputs, output: str, *, tokenizer: str = "sentencepiece", vocab_size
 
     if os.path.exists(output) and not os.path.isdir(output):
         raise UsageError(f"{n.value('output', output)}: is a file; pass a directory")
+    parent = os.path.dirname(os.path.abspath(output))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise UsageError(f"{n.value('output', output)}: cannot be created ({parent} is not a "
+                         "writable directory); pick another place")
     foreign = store.foreign_files(output)
     if foreign:
         raise UsageError(f"{n.value('output', output)}: holds files lmjax-prepare did not write "
@@ -144,7 +151,8 @@ class _Names(dict):
 def check_settings(names=src.FLAG_NAMES, *, tokenizer: str = "sentencepiece",
                    vocab_size: int = 0, model_type: str = "bpe", valid_files="",
                    valid_fraction: float | None = None, invalid_utf8: str = "error",
-                   tokenizer_model: str = "", shard_tokens: int = DEFAULT_SHARD_TOKENS):
+                   tokenizer_model: str = "", shard_tokens: int = DEFAULT_SHARD_TOKENS,
+                   workers: int = 0, input_sentence_size: int = 1):
     """UsageError, naming the setting by `names`, for any setting prepare() cannot use."""
     n = _Names(names)
     if tokenizer not in TOKENIZERS:
@@ -169,6 +177,10 @@ def check_settings(names=src.FLAG_NAMES, *, tokenizer: str = "sentencepiece",
         raise UsageError(f"{n['invalid_utf8']}={invalid_utf8}: must be error or replace")
     if shard_tokens <= 0:
         raise UsageError(f"{n['shard_tokens']}={shard_tokens}: must be > 0")
+    if workers < 0:
+        raise UsageError(f"{n['workers']}={workers}: must be >= 0 (0 = one per CPU)")
+    if input_sentence_size <= 0:
+        raise UsageError(f"{n['input_sentence_size']}={input_sentence_size}: must be > 0")
 
 
 def _files(spec, flag):
@@ -222,7 +234,8 @@ def _make_tokenizer(kind, plan, reused, vocab_size, model_type, seed, workers,
         f"{plan.split_bytes('train'):,} bytes (up to {input_sentence_size:,} sampled lines)")
     return train_sentencepiece(src.train_lines(plan, invalid_utf8, names), vocab_size, model_type,
                                seed=seed, threads=workers,
-                               input_sentence_size=input_sentence_size)
+                               input_sentence_size=input_sentence_size,
+                               vocab_size_name=names["vocab_size"])
 
 
 # Encoding runs in worker processes: each loads the saved tokenizer once, then reads, decodes
@@ -259,7 +272,7 @@ def _encode(plan, output, tok, dtype, workers, shard_tokens, invalid_utf8, progr
             _init_worker(output, dtype.name, invalid_utf8)
             results = map(_encode_chunk, plan.chunks)
         bar = stack.enter_context(tqdm(total=total, unit="B", unit_scale=True, desc="encode",
-                                       disable=not progress))
+                                       disable=not progress, delay=1.0))
         for chunk, ids in zip(plan.chunks, results):
             writer = writers[plan.documents[chunk.document].split]
             writer.write(ids)

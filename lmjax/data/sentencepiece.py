@@ -88,8 +88,10 @@ def lm_trainer_settings(vocab_size: int, model_type: str, threads: int,
 
 def train_sentencepiece(lines: Iterable[str], vocab_size: int, model_type: str = "bpe",
                         seed: int = 0, threads: int = 1,
-                        input_sentence_size: int = 10_000_000) -> SentencePieceTokenizer:
-    """Trains on `lines` (strings without newlines); SentencePiece errors become UsageErrors."""
+                        input_sentence_size: int = 10_000_000,
+                        vocab_size_name: str = "--vocab_size") -> SentencePieceTokenizer:
+    """Trains on `lines` (strings without newlines); SentencePiece errors become UsageErrors
+    naming the vocabulary size as `vocab_size_name`."""
     spm.set_random_generator_seed(seed)
     model = io.BytesIO()
     try:
@@ -97,23 +99,22 @@ def train_sentencepiece(lines: Iterable[str], vocab_size: int, model_type: str =
             sentence_iterator=iter(lines), model_writer=model,
             **lm_trainer_settings(vocab_size, model_type, threads, input_sentence_size))
     except RuntimeError as e:
-        raise UsageError(explain_trainer_error(str(e), vocab_size)) from None
+        raise UsageError(explain_trainer_error(str(e), vocab_size, vocab_size_name)) from None
     return SentencePieceTokenizer(model_proto=model.getvalue())
 
 
-def explain_trainer_error(message: str, vocab_size: int) -> str:
+def explain_trainer_error(message: str, vocab_size: int, name: str = "--vocab_size") -> str:
     too_high = re.search(r"Vocabulary size too high \((\d+)\).*<= (\d+)", message)
     if too_high:
-        return (f"--vocab_size={vocab_size}: this corpus only supports {too_high.group(2)} "
-                f"pieces; pass --vocab_size={too_high.group(2)} or less, or add more text")
+        return (f"{name}={vocab_size}: this corpus only supports {too_high.group(2)} "
+                f"pieces; set {name}={too_high.group(2)} or less, or add more text")
     too_small = re.search(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)",
                           message)
     if too_small:
-        return (f"--vocab_size={vocab_size}: smaller than the {too_small.group(2)} pieces this "
-                f"corpus needs (bytes, special ids and its characters); pass a larger "
-                "--vocab_size")
+        return (f"{name}={vocab_size}: smaller than the {too_small.group(2)} pieces this "
+                f"corpus needs (bytes, special ids and its characters); set a larger {name}")
     detail = message.split("] ")[-1].strip().replace("\n", " ")
-    return f"--vocab_size={vocab_size}: SentencePiece could not train: {detail}"
+    return f"{name}={vocab_size}: SentencePiece could not train: {detail}"
 
 
 def load_model_file(path: str) -> SentencePieceTokenizer:

@@ -21,7 +21,8 @@ FLAG_NAMES = {"input": "--input", "output": "--output", "tokenizer": "--tokenize
               "vocab_size": "--vocab_size", "model_type": "--model_type",
               "tokenizer_model": "--tokenizer_model", "valid_files": "--valid_files",
               "valid_fraction": "--valid_fraction", "invalid_utf8": "--invalid_utf8",
-              "shard_tokens": "--shard_tokens"}
+              "shard_tokens": "--shard_tokens", "workers": "--workers",
+              "input_sentence_size": "--input_sentence_size"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,8 +150,9 @@ def scan(train_files: Sequence[str], valid_files: Sequence[str], valid_fraction:
     characters: set[str] = set()
     chunks, replaced = [], 0
     total = sum(sizes.values())
+    # Shown only if the check takes a while, so that a quick rejection prints its error alone.
     with tqdm(total=total, unit="B", unit_scale=True, desc="check", disable=not progress,
-              leave=False) as bar:
+              leave=False, delay=1.0) as bar:
         for index, doc in enumerate(documents):
             pieces = []
             for start, end, data in chunk_bounds(doc.path, doc.start, doc.end):

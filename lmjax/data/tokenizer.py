@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from lmjax import io
+from lmjax.errors import UsageError
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -64,8 +65,7 @@ class CharTokenizer(Tokenizer):
         try:
             return [self._index[ch] for ch in text]
         except KeyError as e:
-            raise ValueError(f"character {e.args[0]!r} is not in the character vocabulary "
-                             f"({self.vocab_size} characters)") from None
+            raise self._unknown(e.args[0]) from None
 
     def encode_array(self, text: str, dtype=np.int32) -> np.ndarray:
         codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
@@ -75,10 +75,13 @@ class CharTokenizer(Tokenizer):
         ids = order[where]
         unknown = table[ids] != codepoints
         if unknown.any():
-            ch = chr(int(codepoints[np.argmax(unknown)]))
-            raise ValueError(f"character {ch!r} is not in the character vocabulary "
-                             f"({self.vocab_size} characters)")
+            raise self._unknown(chr(int(codepoints[np.argmax(unknown)])))
         return ids.astype(dtype)
+
+    def _unknown(self, ch: str) -> UsageError:
+        return UsageError(f"character {ch!r} is not in the character vocabulary "
+                          f"({self.vocab_size} characters); use only characters of the text "
+                          "it was prepared from")
 
     def decode(self, ids: Sequence[int]) -> str:
         return "".join(self.chars[i] for i in ids if 0 <= i < len(self.chars))

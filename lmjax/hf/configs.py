@@ -1,5 +1,6 @@
 """Hugging Face config.json <-> lmjax model config, for GPT-2 and the decoder families
-(FAMILIES: llama, mistral, qwen2, qwen3, gemma2, gemma3_text), keyed by HF model_type.
+(FAMILIES: llama, mistral, qwen2, qwen3, gemma2, gemma3_text, and the mixtures of experts
+mixtral and qwen3_moe), keyed by HF model_type.
 
 Every HF feature lmjax cannot compute exactly is refused by name, so an imported model either
 gives the same logits as transformers or does not load. Export picks the first family whose
@@ -9,7 +10,7 @@ import dataclasses
 
 from lmjax import config as config_lib
 from lmjax.errors import UsageError
-from lmjax.hf import rope
+from lmjax.hf import moe, rope
 
 GPT2, LLAMA = "gpt2", "llama"
 GPT2_ACTIVATIONS = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "gelu_fast": "gelu",
@@ -28,6 +29,7 @@ class Family:
     softcap: bool = False  # attention and final logit soft-capping (Gemma 2)
     local_rope: bool = False  # rope_parameters per layer type (Gemma 3)
     window_switch: bool = False  # sliding_window applies only with use_sliding_window (Qwen)
+    moe: bool = False  # MLPs are routed experts (model.mlp = "moe"; lmjax.hf.moe)
 
 
 FAMILIES = {
@@ -39,6 +41,9 @@ FAMILIES = {
     "gemma2": Family("Gemma2ForCausalLM", gemma=True, layer_types=True, softcap=True),
     "gemma3_text": Family("Gemma3ForCausalLM", gemma=True, qk_norm=True, layer_types=True,
                           local_rope=True),
+    "mixtral": Family("MixtralForCausalLM", all_local=True, moe=True),
+    # config.json keeps sliding_window only when use_sliding_window is set; then every layer.
+    "qwen3_moe": Family("Qwen3MoeForCausalLM", qk_norm=True, all_local=True, moe=True),
 }
 SUPPORTED = ", ".join(f"{k} ({f.architecture})" for k, f in FAMILIES.items())
 # Model fields an imported or exported checkpoint fixes (what init_from adopts).
@@ -139,6 +144,8 @@ def _decoder_fields(hf, fam: Family, where):
                   scale_embeddings=fam.gemma, post_norms=fam.gemma,
                   tie_embeddings=bool(hf.get("tie_word_embeddings", fam.gemma)))
     fields.update(_windows(hf, fam, where, layers, max_len))
+    if fam.moe:
+        fields.update(mlp="moe", moe=moe.from_hf(hf, hf["model_type"], where))
     if fam.local_rope:
         fields.update(rope.from_hf(hf, where, FULL))
         fields["rope_local_theta"] = rope.from_hf(hf, where, SLIDING, allow_scaling=False)["rope_theta"]
@@ -157,13 +164,35 @@ def _decoder_fields(hf, fam: Family, where):
 
 
 def to_lmjax(hf: dict, where: str):
-    """(family, full lmjax ConfigDict) for an HF config.json dict."""
+    """(family, full lmjax ConfigDict) for an HF config.json dict; a field that is missing or of
+    the wrong type is a UsageError naming it."""
+    if not isinstance(hf, dict):
+        raise UsageError(f"{where}: holds a JSON {type(hf).__name__}, not an object of model "
+                         "settings; use the config.json saved with the weights")
+    try:
+        return _to_lmjax(hf, where)
+    except UsageError:
+        raise
+    except KeyError as e:
+        raise UsageError(f"{where}: has no {e.args[0]!r}; use the config.json saved with the "
+                         "weights") from None
+    except (TypeError, ValueError, AttributeError) as e:
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UsageError(f"{where}: a field has a value of the wrong type ({detail}); use the "
+                         "config.json saved with the weights") from None
+
+
+def _to_lmjax(hf: dict, where: str):
     family = family_of(hf, where)
     cfg = config_lib.base_config()
     fields = (_gpt2_fields(hf, where) if family == GPT2
               else _decoder_fields(hf, FAMILIES[family], where))
     for key, value in fields.items():
-        cfg.model[key] = value
+        if key == "moe":
+            for name, v in value.items():
+                cfg.model.moe[name] = v
+        else:
+            cfg.model[key] = value
     cfg.train.seq_len = min(cfg.train.seq_len, cfg.model.max_seq_len)
     return family, cfg
 
@@ -186,6 +215,9 @@ def architecture(m) -> dict:
     for f in ("rope_scaling", "rope_scaling_factor", "rope_low_freq_factor",
               "rope_high_freq_factor", "rope_original_max_seq_len"):
         del out[f]  # all in the frequencies compared above
+    out["moe"] = moe.architecture(m)
+    if m.mlp == "moe" and m.moe.every == 1:
+        out["d_ff"] = 0  # no dense layer uses it
     return out
 
 
@@ -213,6 +245,8 @@ def to_hf_for(m, family: str, dtype: str, special_ids: dict) -> dict:
         elif family != "qwen2":
             hf["attention_bias"] = False
         hf.update(_windows_to_hf(m, fam))
+        if fam.moe:
+            hf.update(moe.to_hf(m, family, windowed=hf.get("sliding_window") is not None))
         global_rope = rope.to_hf(m)
         if fam.local_rope:
             local_theta = m.rope_local_theta or m.rope_theta
@@ -255,20 +289,28 @@ def family_for_export(m) -> str:
                          f"{m.mup_base_width}): Hugging Face families have no μP logit or "
                          "attention multipliers, so the export would compute other logits")
     wanted = architecture(m)
-    closest = None
+    closest, got_of = None, {}
     for family in FAMILIES:
         try:
             _, back = to_lmjax(to_hf_for(m, family, "float32", {}), "export")
         except (UsageError, KeyError, ValueError):
             continue
-        got = architecture(back.model)
+        got = got_of[family] = architecture(back.model)
         differ = [f for f in wanted if wanted[f] != got[f]]
         if not differ:
             return family
         if closest is None or len(differ) < len(closest[1]):
             closest = (family, differ)
     family, differ = closest
-    shown = ", ".join(f"model.{f}={m[f]!r}" for f in differ[:3])
+    named = []
+    for f in differ:
+        if f == "moe":  # name the model.moe fields the family cannot hold
+            got_moe = dict(zip(moe.ARCHITECTURE, got_of[family]["moe"] or ()))
+            named += [(f"moe.{k}", m.moe[k]) for k in moe.ARCHITECTURE
+                      if got_moe.get(k) != m.moe[k] and k != "d_ff"]
+        else:
+            named.append((f, m[f]))
+    shown = ", ".join(f"model.{f}={v!r}" for f, v in named[:3])
     raise UsageError(f"{shown}: no Hugging Face family transformers loads expresses this model "
                      f"(closest: {family}, which cannot hold these); export needs a model "
                      f"of one of the families {', '.join(FAMILIES)}")

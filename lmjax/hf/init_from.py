@@ -13,7 +13,7 @@ the source's tokenizer; a different one is refused by name before any step runs.
 from lmjax import config as config_lib
 from lmjax.config import ConfigError
 from lmjax.errors import UsageError
-from lmjax.hf import configs
+from lmjax.hf import configs, moe
 
 ARCHITECTURE = configs.ARCHITECTURE
 
@@ -74,6 +74,10 @@ def adopt_architecture(cfg, log=print):
     for field in fields:
         if cfg.model[field] != source[field]:
             changes[f"model.{field}"] = source[field]
+    if source.mlp == "moe":
+        for field in moe.ARCHITECTURE:
+            if cfg.model.moe[field] != source.moe[field]:
+                changes[f"model.moe.{field}"] = source.moe[field]
     if changes:
         log(f"init_from={cfg.init_from}: model set to the source's " +
             ", ".join(f"{k}={v!r}" for k, v in changes.items()))

@@ -5,13 +5,12 @@ lmjax layout on the host and handed to `jax.make_array_from_callback`, which cop
 device only its own shard. The host holds one HF tensor (one stacked parameter with
 model.scan_layers) at a time, never a second copy of the model.
 """
-import json
 import os
 
 import jax
 import numpy as np
 
-from lmjax import config as config_lib
+from lmjax import config as config_lib, io
 from lmjax.parallel import mesh as mesh_lib
 from lmjax.parallel import shardings as sharding
 from lmjax.train import state as state_lib
@@ -31,11 +30,7 @@ def read_config(directory: str) -> dict:
     if not os.path.isfile(path):
         raise UsageError(f"hf:{directory}: no config.json; a Hugging Face model directory holds "
                          "config.json and model.safetensors")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise UsageError(f"{path}: not readable JSON ({e})") from None
+    return io.read_json(path)
 
 
 class SafetensorsReader:
@@ -45,8 +40,11 @@ class SafetensorsReader:
         from safetensors import safe_open
         index = os.path.join(directory, INDEX_FILE)
         if os.path.isfile(index):
-            with open(index) as f:
-                weight_map = json.load(f)["weight_map"]
+            payload = io.read_json(index)
+            weight_map = payload.get("weight_map") if isinstance(payload, dict) else None
+            if not isinstance(weight_map, dict):
+                raise UsageError(f"{index}: has no weight_map; save the model again with "
+                                 "transformers' save_pretrained")
         elif os.path.isfile(os.path.join(directory, WEIGHTS_FILE)):
             weight_map = None
         else:
@@ -60,7 +58,11 @@ class SafetensorsReader:
             path = os.path.join(directory, name)
             if not os.path.isfile(path):
                 raise UsageError(f"{index}: names shard {name}, which is missing from {directory}")
-            self.handles[name] = safe_open(path, framework="np")
+            try:
+                self.handles[name] = safe_open(path, framework="np")
+            except Exception as e:  # safetensors raises its own error type for damaged files
+                raise UsageError(f"{path}: not a readable safetensors file ({e}); download or "
+                                 "save the weights again") from None
         if weight_map is None:
             weight_map = {k: WEIGHTS_FILE for k in self.handles[WEIGHTS_FILE].keys()}
         self.weight_map, self.directory = weight_map, directory
@@ -98,7 +100,13 @@ def _leaf_entry(path: tuple, by_path: dict):
 def _host_value(reader, entry, layer, shape, where):
     if entry.hf is None:
         return np.zeros(shape, np.float32)
-    name = entry.hf.format(i=layer)
+    if entry.expert:  # one HF tensor per expert, stacked on lmjax's leading expert axis
+        return np.stack([_one_tensor(reader, entry, entry.name(layer, e), shape[1:], where)
+                         for e in range(shape[0])])
+    return _one_tensor(reader, entry, entry.name(layer), shape, where)
+
+
+def _one_tensor(reader, entry, name, shape, where):
     if name not in reader.weight_map:
         raise UsageError(f"hf:{where}: tensor {name!r} missing from the safetensors files; "
                          "is the checkpoint complete and its config.json the right one?")

@@ -18,6 +18,7 @@ from lmjax.errors import UsageError
 from lmjax.hf import configs, tensors
 from lmjax.hf.load import INDEX_FILE, WEIGHTS_FILE
 from lmjax.model import build_model
+from lmjax.model.moe import is_moe_layer
 
 LMJAX_TOKENIZER_DIR = "lmjax_tokenizer"  # lmjax's own tokenizer, when it has no HF form
 
@@ -29,13 +30,21 @@ def _check_output(output: str):
 
 
 def _full_shapes(cfg):
-    """lmjax parameter shapes of this model with every bias, so absent ones export as zeros."""
+    """lmjax parameter shapes of this model with every bias, so absent ones export as zeros.
+
+    Per-layer shapes are keyed ("layer", path...) from whichever layer holds that path (MoE and
+    dense layers of one model hold different MLP parameters)."""
     m = cfg.model.copy_and_resolve_references()
     with m.unlocked():
         m.use_bias, m.scan_layers = True, False
     shapes = state_lib.strip_boxes(state_lib.abstract_params(build_model(m), cfg))
-    return {tuple(k.key for k in path): leaf.shape
-            for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]}
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]:
+        keys = tuple(k.key for k in path)
+        if keys[0].startswith("layer_"):
+            keys = ("layer",) + keys[1:]
+        out[keys] = leaf.shape
+    return out
 
 
 class _ParamSource:
@@ -78,13 +87,20 @@ def hf_tensors(cfg, params, family: str, hf_cfg: dict):
     for template, parts in groups.items():
         parts.sort(key=lambda e: e.part[0])
         layers = range(m.num_layers) if parts[0].layer else [None]
+        wanted = parts[0].moe_layers
         for layer in layers:
+            if wanted is not None and is_moe_layer(m, layer) != wanted:
+                continue
             values = []
             for e in parts:
-                shape = shapes[(e.path if layer is None else ("layer_0",) + e.path)]
+                shape = shapes[(e.path if layer is None else ("layer",) + e.path)]
                 value = source.get(e.path, layer)
                 values.append(np.zeros(shape, np.float32) if value is None else value)
-            yield template.format(i=layer), parts[0].to_hf(values)
+            if parts[0].expert:  # stacked experts -> one HF tensor each
+                for j in range(values[0].shape[0]):
+                    yield parts[0].name(layer, j), parts[0].to_hf([v[j] for v in values])
+            else:
+                yield parts[0].name(layer), parts[0].to_hf(values)
 
 
 def _special_ids(tokenizer) -> dict:

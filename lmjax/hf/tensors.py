@@ -20,6 +20,11 @@ class Entry:
     n_in: int = 1  # leading lmjax dims on the input side of a kernel (0 for biases)
     part: tuple = (0, 1)  # (index, count): one of `count` equal slices of HF's last axis
     layer: bool = True
+    expert: bool = False  # lmjax stacks experts on a leading axis; HF has one tensor each ("{e}")
+    moe_layers: bool | None = None  # only MoE layers (True), only dense ones (False), all (None)
+
+    def name(self, layer, expert=None) -> str:
+        return self.hf.format(i=layer, e=expert)
 
     def hf_shape(self, lmjax_shape) -> tuple:
         lead = math.prod(lmjax_shape[:self.n_in])
@@ -61,7 +66,27 @@ def entries(family: str, model_cfg, hf_cfg: dict, prefix: str) -> list[Entry]:
     m = model_cfg
     if family == GPT2:
         return _gpt2(m, prefix)
-    return _llama(family, m, hf_cfg, prefix)
+    out = _llama(family, m, hf_cfg, prefix)
+    if family in MOE_TENSORS:
+        out = [dataclasses.replace(e, moe_layers=False) if e.path[0] == "mlp" else e
+               for e in out] + _moe(prefix, *MOE_TENSORS[family])
+    return out
+
+
+# family -> (MoE block, router, expert tensor per lmjax weight: gate, up, down)
+MOE_TENSORS = {
+    "mixtral": ("block_sparse_moe", "gate", ("w1", "w3", "w2")),
+    "qwen3_moe": ("mlp", "gate", ("gate_proj", "up_proj", "down_proj")),
+}
+
+
+def _moe(p, block, router, names) -> list[Entry]:
+    h = f"{p}layers.{{i}}.{block}."
+    out = [Entry(("mlp", "router"), h + router + ".weight", "linear", moe_layers=True)]
+    for lmjax_name, hf_name in zip(("expert_gate", "expert_up", "expert_down"), names):
+        out.append(Entry(("mlp", lmjax_name), h + "experts.{e}." + hf_name + ".weight", "linear",
+                         expert=True, moe_layers=True))
+    return out
 
 
 def _gpt2(m, p) -> list[Entry]:

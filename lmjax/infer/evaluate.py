@@ -105,7 +105,10 @@ def evaluate_file(scorer: Scorer, tokenizer, path: str, seq_len: int, stride: in
     except UnicodeDecodeError as e:
         raise UsageError(f"--text={path}: not UTF-8 text (byte {e.start}); convert it to "
                          "UTF-8") from None
-    ids = text_ids(tokenizer, text)
+    try:
+        ids = text_ids(tokenizer, text)
+    except UsageError as e:  # text the tokenizer cannot encode
+        raise UsageError(f"--text={path}: {e}") from None
     if len(ids) < 2:
         raise UsageError(f"--text={path}: has {len(ids)} token(s); at least 2 are needed to "
                          "score one prediction")

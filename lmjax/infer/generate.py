@@ -252,6 +252,11 @@ def eos_ids(tokenizer) -> list[int]:
 def generate_text(generator: Generator, tokenizer, prompts: Sequence[str], max_new_tokens: int,
                   sampling: Sampling = Sampling(), seed: int = 0) -> list[str]:
     """Each prompt followed by its continuation, as text."""
-    encoded = [prompt_ids(tokenizer, p) for p in prompts]
+    encoded = []
+    for i, prompt in enumerate(prompts):
+        try:
+            encoded.append(prompt_ids(tokenizer, prompt))
+        except UsageError as e:  # text the tokenizer cannot encode
+            raise UsageError(f"prompt {i}: {e}") from None
     new = generator.generate(encoded, max_new_tokens, sampling, seed, eos_ids(tokenizer))
     return [p + tokenizer.decode(n) for p, n in zip(prompts, new)]

@@ -9,14 +9,13 @@ export directory (`lmjax-export`) holds only what inference needs:
 `load_run` reads either, onto whatever devices this process has.
 """
 import dataclasses
-import json
 import os
 
 import jax
 import orbax.checkpoint as ocp
 
 from lmjax.train import checkpoint
-from lmjax import config as config_lib
+from lmjax import config as config_lib, io
 from lmjax.parallel import mesh as mesh_lib
 from lmjax.parallel import shardings as sharding
 from lmjax.train import state as state_lib
@@ -49,8 +48,12 @@ def load_config(workdir: str):
     if not os.path.isfile(path):
         raise UsageError(f"--workdir={workdir}: no config.json; is this a lmjax training workdir "
                          "or an lmjax-export directory?")
-    with open(path) as f:
-        return config_lib.from_dict(json.load(f))
+    payload = io.read_json(path)
+    try:
+        return config_lib.from_dict(payload)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise UsageError(f"{path}: not an lmjax run config ({type(e).__name__}: {e}); restore "
+                         "the file the run wrote") from None
 
 
 def tokenizer_dir(cfg, workdir: str) -> str:
@@ -115,8 +118,10 @@ def load_run(path: str, step: int | None = None) -> Run:
 
 
 def load_export(path: str, step: int | None = None) -> Run:
-    with open(os.path.join(path, EXPORT_FILE)) as f:
-        info = json.load(f)
+    info = io.read_json(os.path.join(path, EXPORT_FILE))
+    if not isinstance(info, dict) or not isinstance(info.get("step"), int):
+        raise UsageError(f"{os.path.join(path, EXPORT_FILE)}: holds no export step; export the "
+                         "run again with lmjax-export")
     if step is not None and step != info["step"]:
         raise UsageError(f"--step={step}: {path} is an export of step {info['step']} only")
     cfg = load_config(path)

@@ -1,4 +1,5 @@
-"""Feed-forward blocks by name (model.mlp): GELU MLP (GPT-2), SwiGLU (LLaMA), GeGLU (Gemma).
+"""Feed-forward blocks by name (model.mlp): GELU MLP (GPT-2), SwiGLU (LLaMA), GeGLU (Gemma),
+MoE (moe.py).
 
 An entry of MLPS is a function (module, model cfg, x (B, T, D)) -> (B, T, D) that creates its
 parameters through `module`; a new variant is one entry.
@@ -9,6 +10,7 @@ import jax.numpy as jnp
 
 from lmjax.model.layers import Projection, constrain, out_init_std
 from lmjax.model.parametrization import hidden_init_std
+from lmjax.model.moe import moe_mlp
 
 UP_AXES, DOWN_AXES = ("embed", "mlp"), ("mlp", "embed")
 
@@ -45,12 +47,14 @@ MLPS = {
     "gelu_exact": gelu_mlp(approximate=False),
     "swiglu": swiglu_mlp,
     "geglu": gated_mlp(lambda x: jax.nn.gelu(x, approximate=True)),  # Gemma
+    "moe": moe_mlp,  # routed SwiGLU experts; model.moe.every > 1 leaves other layers "swiglu"
 }
 
 
 class MLP(nn.Module):
     cfg: object  # the model section of the config
+    kind: str = ""  # a name in MLPS; "" = cfg.mlp
 
     @nn.compact
     def __call__(self, x_BxTxD):
-        return MLPS[self.cfg.mlp](self, self.cfg, x_BxTxD)
+        return MLPS[self.kind or self.cfg.mlp](self, self.cfg, x_BxTxD)

@@ -14,10 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmjax.model import parametrization
+from lmjax.model import aux, parametrization
 from lmjax.model.attention import Attention
 from lmjax.model.layers import Embed, Norm, Projection, constrain
 from lmjax.model.mlp import MLP
+from lmjax.model.moe import is_moe_layer
 from lmjax.model.positions import POSITIONS
 
 LOCAL, GLOBAL = "L", "G"
@@ -39,6 +40,7 @@ class Block(nn.Module):
     cfg: object  # the model section of the config
     decode_len: int = 0  # > 0: attention keeps a KV cache of this length ('cache' collection)
     local: bool = False  # this layer is local (static); a scanned flag, when given, overrides it
+    mlp: str = ""  # the MLP kind of this layer ("" = cfg.mlp)
     deterministic: bool = True  # False: model.dropout where nanoGPT applies it
 
     @nn.compact
@@ -52,7 +54,7 @@ class Block(nn.Module):
         if c.post_norms:  # Gemma: each branch's output is normalised before the residual add
             h_BxTxD = Norm(c, name="attn_post_norm")(h_BxTxD)
         x_BxTxD = x_BxTxD + drop(h_BxTxD)
-        h_BxTxD = MLP(c, name="mlp")(Norm(c, name="mlp_norm")(x_BxTxD))
+        h_BxTxD = MLP(c, self.mlp, name="mlp")(Norm(c, name="mlp_norm")(x_BxTxD))
         if c.post_norms:
             h_BxTxD = Norm(c, name="mlp_post_norm")(h_BxTxD)
         x_BxTxD = constrain(x_BxTxD + drop(h_BxTxD), ("batch", "act_len", "act_embed"))
@@ -97,16 +99,19 @@ class Transformer(nn.Module):
         if c.scan_layers:
             mixed = len(set(flags)) > 1
             in_axes = (nn.broadcast, nn.broadcast) + ((0,) if mixed else ())
-            stack = nn.scan(block, variable_axes={"params": 0, "cache": 0},
+            stack = nn.scan(block, variable_axes={"params": 0, "cache": 0, aux.COLLECTION: 0},
                             split_rngs={"params": True, "dropout": True},
                             in_axes=in_axes, length=c.num_layers,
                             metadata_params={nn.PARTITION_NAME: "layers"})
             extra = (jnp.asarray(np.array(flags)),) if mixed else ()
-            x_BxTxD, _ = stack(c, self.decode_len, flags[0], not train, name="layers")(
+            x_BxTxD, _ = stack(c, self.decode_len, flags[0], deterministic=not train,
+                               name="layers")(
                 x_BxTxD, positions_BxT, segments_BxT, *extra)
         else:
             for i in range(c.num_layers):
-                x_BxTxD, _ = block(c, self.decode_len, flags[i], not train, name=f"layer_{i}")(
+                kind = "swiglu" if c.mlp == "moe" and not is_moe_layer(c, i) else c.mlp
+                x_BxTxD, _ = block(c, self.decode_len, flags[i], kind, deterministic=not train,
+                                   name=f"layer_{i}")(
                     x_BxTxD, positions_BxT, segments_BxT)
 
         x_BxTxD = Norm(c, name="final_norm")(x_BxTxD)

@@ -8,9 +8,10 @@ from jax.sharding import Mesh
 from lmjax.errors import ConfigError
 
 # Mesh axes in device order. A new axis is one entry here plus a `mesh.<name>` config field.
-MESH_AXES = ("data", "fsdp", "tensor")
-# Axes a global batch's rows are split over.
-BATCH_AXES = ("data", "fsdp")
+MESH_AXES = ("data", "expert", "fsdp", "tensor")
+# Axes a global batch's rows are split over. The expert axis carries batch rows too (as in
+# MaxText): outside the MoE layers it is one more data-parallel axis.
+BATCH_AXES = ("data", "expert", "fsdp")
 
 
 class MeshError(ConfigError):
@@ -43,7 +44,7 @@ def mesh_shape(cfg, num_devices: int) -> dict:
 
 
 def make_mesh(cfg, devices=None) -> Mesh:
-    """A mesh over all devices with the axes of MESH_AXES; one CPU is a 1x1x1 mesh, the same path."""
+    """A mesh over all devices with the axes of MESH_AXES; one CPU is a 1x1x1x1 mesh, the same path."""
     devices = jax.devices() if devices is None else devices
     sizes = mesh_shape(cfg, len(devices))
     shape = tuple(sizes[a] for a in MESH_AXES)

@@ -2,6 +2,7 @@
 import json
 import math
 
+from lmjax.parallel.mesh import BATCH_AXES
 from lmjax.plan import estimate as estimate_lib
 
 GiB = 2 ** 30
@@ -36,7 +37,7 @@ def advice(cfg, rec) -> str:
     mem, limit = rec["memory"], rec["limit_bytes"]
     state = mem["params"] + mem["optimizer"]
     mesh = rec["mesh"]
-    sharded_over = mesh.get("fsdp", 1) * mesh.get("tensor", 1)
+    sharded_over = mesh.get("fsdp", 1) * mesh.get("tensor", 1) * mesh.get("expert", 1)
     if state > limit * 0.9:
         # Parameters and moments divide over the fsdp x tensor axes; leave 10% for the step.
         chips = 2 ** math.ceil(math.log2(state * sharded_over / (limit * 0.9)))
@@ -46,7 +47,7 @@ def advice(cfg, rec) -> str:
     hints = []
     if free > 0 and mem["temporaries"] > 0:
         accum = cfg.optim.grad_accum_steps
-        rows = cfg.train.batch_size // max(1, mesh.get("data", 1) * mesh.get("fsdp", 1))
+        rows = cfg.train.batch_size // math.prod(mesh.get(a, 1) for a in BATCH_AXES)
         need = accum * 2 ** math.ceil(math.log2(max(1.0, mem["temporaries"] / free)))
         if need <= accum * rows and cfg.train.batch_size % need == 0 and need > accum:
             hints.append(f"--config.optim.grad_accum_steps={need}")
@@ -82,7 +83,7 @@ def lines(rec, experiment: str) -> list[str]:
     if rec["oom"]:
         out.append(f"no step-time estimate: {rec['oom']}")
     else:
-        scaled = (f" (loop bodies counted once by XLA: scaled x{rec['loop_scale']:.2f})"
+        scaled = (f" (loop bodies counted once by XLA: FLOPs scaled x{rec['loop_scale']:.2f})"
                   if rec["loop_scale"] > 1 else "")
         out += [f"FLOPs per step per device: XLA {rec['xla_flops']:.4g}, 6N+12LdT "
                 f"{rec['formula_flops']:.4g}{scaled}",

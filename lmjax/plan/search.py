@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import time
 
-from lmjax.parallel.mesh import MESH_AXES
+from lmjax.parallel.mesh import BATCH_AXES, MESH_AXES
 
 REMAT_POLICIES = ("none", "dots_with_no_batch_dims_saveable", "dots_saveable", "full")
 MICROBATCHES = (1, 2, 4, 8)
@@ -27,19 +27,28 @@ def _powers_of_two(n: int) -> list[int]:
 
 
 def mesh_candidates(cfg, num_devices: int) -> list[dict]:
-    """Every data x fsdp x tensor split (powers of two) that the model's shapes allow."""
+    """Every split of the devices over MESH_AXES (powers of two) that the model's shapes allow.
+
+    The expert axis is tried only for mixture-of-experts models; an axis this search does not
+    know stays at 1.
+    """
     m, t = cfg.model, cfg.train
+    moe = m.mlp == "moe"
     out = []
     for tensor in _powers_of_two(num_devices):
         if any(v % tensor for v in (m.num_heads, m.num_kv_heads or m.num_heads, m.d_ff,
                                     m.vocab_size)):
             continue
-        for fsdp in _powers_of_two(num_devices // tensor):
-            data = num_devices // (tensor * fsdp)
-            if m.d_model % fsdp or t.batch_size % (data * fsdp):
+        for expert in (_powers_of_two(num_devices // tensor) if moe else [1]):
+            if moe and m.moe.num_experts % expert:
                 continue
-            out.append({"mesh.data": data, "mesh.fsdp": fsdp, "mesh.tensor": tensor})
-    assert set(MESH_AXES) == {"data", "fsdp", "tensor"}, "new mesh axes need candidates here"
+            for fsdp in _powers_of_two(num_devices // (tensor * expert)):
+                data = num_devices // (tensor * expert * fsdp)
+                sizes = {"data": data, "expert": expert, "fsdp": fsdp, "tensor": tensor}
+                rows = math.prod(sizes.get(a, 1) for a in BATCH_AXES)
+                if m.d_model % fsdp or t.batch_size % rows:
+                    continue
+                out.append({f"mesh.{a}": sizes.get(a, 1) for a in MESH_AXES})
     return out
 
 
@@ -48,7 +57,7 @@ def _variants(cfg, base: dict, field: str, values) -> list[dict]:
     for value in values:
         candidate = dict(base, **{field: value})
         if field == "optim.grad_accum_steps":
-            shards = candidate["mesh.data"] * candidate["mesh.fsdp"]
+            shards = math.prod(candidate.get(f"mesh.{a}", 1) for a in BATCH_AXES)
             if cfg.train.batch_size % (value * shards):
                 continue
         out.append(candidate)
@@ -118,7 +127,8 @@ def _key(rec):
 
 def _label(overrides: dict) -> str:
     o = overrides
-    return (f"{o['mesh.data']}x{o['mesh.fsdp']}x{o['mesh.tensor']:<3} "
+    mesh = "x".join(str(o.get(f"mesh.{a}", 1)) for a in MESH_AXES)
+    return (f"{mesh:<13} "
             f"{o['model.remat_policy']:<33} {o['optim.grad_accum_steps']:>5} "
             f"{str(o['model.scan_layers']):<5}")
 
@@ -177,7 +187,8 @@ def run(cfg, target, args, overrides) -> dict:
     ranked = sorted(done.values(), key=_key)
     elapsed = time.perf_counter() - start
     print(f"\nlayouts of {args.config} on {target.describe()}, ranked by estimated step time:")
-    print(f"{'rank':>4}  {'mesh d x f x t':<13} {'remat':<33} {'accum':>5} {'scan':<5}  "
+    axes = " x ".join(a[0] for a in MESH_AXES)
+    print(f"{'rank':>4}  {'mesh ' + axes:<13} {'remat':<33} {'accum':>5} {'scan':<5}  "
           f"{'mem GiB':>8}  {'step ms':>10}  {'tok/s/chip':>10}  {'MFU':>6}  {'compile':>6}")
     for i, rec in enumerate(ranked, 1):
         print(_row(i, rec))

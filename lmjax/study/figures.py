@@ -151,6 +151,8 @@ def wsd_curves(rows: list[dict], path: str, key: str = "eval_loss") -> bool:
     ax.set(xscale="log", xlabel="tokens D", ylabel=key.replace("_", " "),
            title="WSD stable runs (solid) and cooldown branches (dashed, ● = decayed end)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: float(labels[i].split("= ")[1]))
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=8)
     _save(fig, path)
     return True

@@ -15,7 +15,7 @@ from io import BytesIO
 from etils import epath
 
 from lmjax import io
-from lmjax.cli import ArgumentParser
+from lmjax.cli import ArgumentParser, check_output_file
 from lmjax.errors import UsageError
 
 
@@ -222,6 +222,7 @@ def main(argv=None) -> int:
         if missing:
             raise UsageError(f"{missing[0]}: no such workdir; pass directories written by "
                              "lmjax-train")
+        check_output_file(args.out, "--out")
         if args.goodput:
             plot_goodput(args.workdirs, args.out, title=args.title)
         else:

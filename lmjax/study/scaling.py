@@ -17,7 +17,8 @@ import sys
 
 import numpy as np
 
-from lmjax.cli import ArgumentParser
+from lmjax import io
+from lmjax.cli import ArgumentParser, check_output_file
 from lmjax.errors import UsageError
 from lmjax.study import published, refit
 from lmjax.study.parametric import compute_optimal, fit, predict  # noqa: F401 (the API)
@@ -36,7 +37,7 @@ def load_runs(root: str, loss_key: str = "eval_loss"):
         raise UsageError(f"--workdir={root}: no such directory; pass the ROOT of an lmjax-sweep")
     names, rows = [], []
     for summary in sorted(root_path.glob("*/summary.json")):
-        record = json.loads(summary.read_text())
+        record = io.read_json(summary)
         loss = record.get(loss_key)
         if loss is None or not record.get("num_params") or not record.get("tokens"):
             continue
@@ -123,6 +124,9 @@ def main(argv=None) -> int:
     if args.results:
         return refit.run(args)
     try:
+        if not args.huber_delta > 0:
+            raise UsageError(f"--huber_delta={args.huber_delta}: must be > 0 (e.g. 1e-3)")
+        check_output_file(args.out or os.path.join(args.workdir, "scaling.png"), "--out")
         names, params, tokens, losses = load_runs(args.workdir, args.loss)
         coefs = fit(params, tokens, losses, delta=args.huber_delta)
     except UsageError as e:

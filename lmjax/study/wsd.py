@@ -125,6 +125,10 @@ def collect(root: str, points: list[dict], names: list[str], out_dir: str) -> li
                "wall_time_s": summary.get("wall_time_s", ""),
                "status": "done" if summary else ("running" if records else "pending")}
         rows.append(row)
+        if p["source"] is not None and records:
+            # The curve starts where it left its source: the source's eval at that step.
+            source = read_metrics(os.path.join(root, names[p["source"]]))
+            records = [r for r in source if r["step"] == p["start"]] + records
         for record in records:
             if "eval_loss" in record:
                 curves.append({"run": name, "role": p["role"], "size": p["size"],

@@ -73,6 +73,11 @@ class RunGuard:
         if self.saves is not None:
             self.saves.poll()
 
+    def finishing(self):
+        """Training is over: the sample, plot and summary count as other time."""
+        self.goodput.enter("other")
+        self.watchdog.enter("finish")
+
     def metrics(self, step: int) -> dict:
         return self.goodput.metrics(step)
 

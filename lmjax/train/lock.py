@@ -3,8 +3,9 @@
 Local and network file systems: process 0 holds an exclusive `flock` on the file for the whole
 run and writes its host, pid and start time into it. The kernel drops the lock when the process
 dies, however it dies (kill -9 included), so a lock file whose lock is free was left by a run
-that no longer exists: it is taken over with a warning. A run that ends removes the file. A second run on a live workdir is refused
-with one line naming the holder, before it writes anything.
+that no longer exists: it is taken over with a warning. A run that ends removes the file. A
+second run on a live workdir is refused with one line naming the holder, before it writes
+anything.
 
 Object stores (gs://, s3://) cannot lock a file, so there the lock is a lease: the holder
 rewrites the file every LEASE_S / 4 seconds with a fresh heartbeat, and a run finding a heartbeat

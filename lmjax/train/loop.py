@@ -8,14 +8,15 @@ import numpy as np
 from etils import epath
 
 from lmjax import io, validation
-from lmjax.errors import NonFiniteError
+from lmjax.cli import check_workdir
+from lmjax.errors import NonFiniteError, UsageError
 from lmjax.data import make_data
-from lmjax.model import flops_per_token
+from lmjax.model import aux, flops_per_token
 from lmjax.parallel import mesh as mesh_lib, shardings
 from lmjax.train import checkpoint, memory, metrics as metrics_lib, mfu, preemption
 from lmjax.train import state as state_lib
 from lmjax.train import guard as guard_lib
-from lmjax.train import step as step_lib
+from lmjax.train import step as step_lib, undo
 
 
 class Trainer:
@@ -25,13 +26,20 @@ class Trainer:
         self.cfg, self.workdir = cfg, workdir
         self.guard = guard or guard_lib.RunGuard(cfg, workdir)
         self.is_main = jax.process_index() == 0
+        # The data first: its checks (too few tokens, a tokenizer larger than the model's
+        # vocabulary) refuse a run before anything is traced or compiled.
+        epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+        self.data = make_data(cfg, workdir, jax.process_index(), jax.process_count())
+        if cfg.train.sample_tokens > 0:  # refused now, not after training
+            try:
+                self.data.tokenizer.encode(cfg.train.sample_prompt)
+            except UsageError as e:
+                raise UsageError(f"train.sample_prompt={cfg.train.sample_prompt!r}: {e}") from None
         self.mesh = mesh_lib.make_mesh(cfg)
         self.step = step_lib.build(cfg, self.mesh)
         self.model, self.tx = self.step.model, self.step.tx
         self.state_sh, self.batch_sh = self.step.state_shardings, self.step.batch_sharding
         self.train_step, self.eval_step = self.step.train_step, self.step.eval_step
-        epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-        self.data = make_data(cfg, workdir, jax.process_index(), jax.process_count())
         self.manager = checkpoint.make_manager(workdir, cfg.train)
         self.guard.attach(self.manager)
         self.task_evals = None
@@ -109,12 +117,14 @@ class Trainer:
     def describe(self, state, batch, compiled, compile_s: float):
         params = state.params
         n = state_lib.count_params(params)
+        active = state_lib.active_params(params, self.cfg.model)
         per_device = shardings.bytes_per_device(params)
         opt_bytes = shardings.bytes_per_device(state.opt_state)
         mem = compiled.memory_analysis()
         lines = [f"mesh: {mesh_lib.describe(self.mesh)} over {jax.device_count()} "
                  f"{jax.devices()[0].platform} device(s), {jax.process_count()} process(es)",
-                 f"params: {n:,} ({per_device / 2**20:.1f} MiB/device), optimizer state "
+                 f"params: {n:,}" + (f" total, {active:,} active per token" if active != n else "")
+                 + f" ({per_device / 2**20:.1f} MiB/device), optimizer state "
                  f"{opt_bytes / 2**20:.1f} MiB/device",
                  f"train step compiled in {compile_s:.1f} s"]
         if mem is not None:
@@ -125,9 +135,10 @@ class Trainer:
         for line in lines:
             self.log(line)
 
-    def run(self) -> dict:
+    def run(self, restored=None) -> dict:
+        """Trains from `restored` (init_or_restore's result), or what init_or_restore gives."""
         cfg, t = self.cfg, self.cfg.train
-        state, start = self.init_or_restore()
+        state, start = restored or self.init_or_restore()
         self.state = state
         self.guard.resumed_at(start)
         self.already_finished = start >= t.steps
@@ -142,7 +153,8 @@ class Trainer:
                           checkpoint.dump_config(cfg.to_dict()))
 
         tokens_per_step = t.batch_size * t.seq_len
-        flops = flops_per_token(cfg.model, t.seq_len, state_lib.matmul_params(state.params))
+        flops = flops_per_token(cfg.model, t.seq_len,
+                                state_lib.matmul_params(state.params, cfg.model))
         peak, peak_source = mfu.peak_flops_per_device(cfg.metrics.peak_flops_per_device)
         self.log(f"MFU is relative to {peak / 1e12:.3f} TFLOP/s per device ({peak_source}); "
                  f"{flops / 1e6:.2f} MFLOPs per token")
@@ -194,6 +206,7 @@ class Trainer:
                               "tokens": step * tokens_per_step}
                     if t.nonfinite == "skip":
                         record["skipped_steps"] = skipped
+                    record.update(_layer_metrics(values))
                     record.update(self.guard.metrics(step))
                     writer.write(step, record)
                     progress.update(step - progress.n)
@@ -229,9 +242,20 @@ class Trainer:
         writer.close()
         summary = {"step": step, "train_loss": train_loss, "eval_loss": eval_loss,
                    "tokens": step * tokens_per_step, "wall_time_s": time.perf_counter() - run_start,
-                   "num_params": state_lib.count_params(state.params)}
+                   "num_params": state_lib.count_params(state.params),
+                   "num_active_params": state_lib.active_params(state.params, cfg.model)}
         self.state = state
         return summary
+
+
+STEP_METRICS = ("train_loss", "grad_norm", "learning_rate", "finite")
+
+
+def _layer_metrics(values) -> dict:
+    """What layers reported (lmjax.model.aux, e.g. moe/*), combined over the logged steps."""
+    names = [k for k in values[-1] if k not in STEP_METRICS]
+    good = [m for m in values if m["finite"]] or values
+    return {k: float(aux.reduce(k, np.asarray([m[k] for m in good]))) for k in names}
 
 
 def _progress(start, total, enabled):
@@ -243,7 +267,7 @@ def _progress(start, total, enabled):
 def finish(trainer: Trainer, summary: dict):
     """What a person looks at after a run: a sample, the loss curve, summary.json."""
     cfg, workdir = trainer.cfg, trainer.workdir
-    trainer.guard.goodput.enter("other")
+    trainer.guard.finishing()
     if cfg.train.sample_tokens > 0:
         from lmjax.infer.generate import Generator, Sampling, generate_text
         # Every process takes part: the parameters may be sharded across all of them.
@@ -273,12 +297,30 @@ def train(cfg, workdir: str) -> dict:
 
 
 def run(cfg, workdir: str) -> dict:
-    """Trains a config that lmjax.validation.prepare has already checked."""
-    with guard_lib.RunGuard(cfg, workdir) as guard:
-        trainer = Trainer(cfg, workdir, guard)
-        summary = trainer.run()
-        if not trainer.already_finished:
-            finish(trainer, summary)
+    """Trains a config that lmjax.validation.prepare has already checked.
+
+    A run refused in its setup (data too short, another model's checkpoints) removes what it
+    created: the workdir itself, WORKDIR/data prepared on first use, checkpoints/. A run refused
+    because another one holds the workdir touches nothing.
+    """
+    new = undo.NewEntries(workdir)
+    refused_in_setup = False
+    try:
+        check_workdir(workdir)
+        with guard_lib.RunGuard(cfg, workdir) as guard:
+            try:
+                trainer = Trainer(cfg, workdir, guard)
+                restored = trainer.init_or_restore()
+            except UsageError:
+                refused_in_setup = True
+                raise
+            summary = trainer.run(restored)
+            if not trainer.already_finished:
+                finish(trainer, summary)
+    except UsageError:
+        if refused_in_setup:  # once the guard has let go of the workdir
+            new.remove()
+        raise
     return summary
 
 

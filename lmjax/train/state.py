@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from lmjax.model.moe import EXPERT_PARAMS
 from lmjax.parallel import shardings as sharding
 
 
@@ -100,13 +101,26 @@ def count_params(params) -> int:
     return sum(x.size for x in jax.tree.leaves(params))
 
 
-def matmul_params(params) -> int:
-    """Parameters used in per-token matmuls: all but lookup tables (pos_embed; untied embedding)."""
+def active_params(params, model_cfg) -> int:
+    """Parameters one token uses: the routed experts count top_k of num_experts."""
+    return _count(params, model_cfg, matmul_only=False)
+
+
+def matmul_params(params, model_cfg=None) -> int:
+    """Parameters in one token's matmuls: the active ones but lookup tables (pos_embed; untied
+    embedding). Without model_cfg every expert counts (no MoE layers assumed)."""
+    return _count(params, model_cfg, matmul_only=True)
+
+
+def _count(params, model_cfg, matmul_only: bool) -> int:
     total = 0
     tied = "lm_head" not in params
+    active = 1.0
+    if model_cfg is not None and model_cfg.mlp == "moe":
+        active = model_cfg.moe.top_k / model_cfg.moe.num_experts
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         names = [p.key for p in path if hasattr(p, "key")]
-        if names[-1] == "pos_embed" or (names[-1] == "embedding" and not tied):
+        if matmul_only and (names[-1] == "pos_embed" or (names[-1] == "embedding" and not tied)):
             continue
-        total += leaf.size
-    return total
+        total += leaf.size * active if names[-1] in EXPERT_PARAMS else leaf.size
+    return int(round(total))

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lmjax.model import build_model
+from lmjax.model import aux, build_model
 from lmjax.parallel import shardings
 from lmjax.parallel.context import context
 from lmjax.train import state as state_lib
@@ -53,24 +53,34 @@ def make_train_step(model, tx, lr_schedule, cfg):
     z_loss, dropout = cfg.model.z_loss, cfg.model.dropout > 0
 
     def summed_loss(params, batch, rng):
-        """(objective summed over tokens, (cross-entropy summed, token count))."""
-        extra = {"train": True, "rngs": {"dropout": rng}} if dropout else {}
-        logits = model.apply({"params": params}, *model_inputs(batch, mask_documents), **extra)
-        total, count = cross_entropy(logits, batch["targets"], batch.get("weights"))
-        objective = total
-        if z_loss > 0:
-            objective = total + z_loss * z_loss_sum(logits, batch.get("weights"))
-        return objective, (total, count.astype(jnp.float32))
+        """(summed objective, (summed loss, token count, layer metrics)) of one (micro)batch.
 
-    def loss_fn(params, batch, rng):
-        objective, (total, count) = summed_loss(params, batch, rng)
-        return objective / count, total / count
+        The objective adds the auxiliary losses layers report (lmjax.model.aux), weighted by the
+        token count so that microbatches average them like the loss, and model.z_loss's log²Z.
+        """
+        extra = {"train": True, "rngs": {"dropout": rng}} if dropout else {}
+        logits, variables = model.apply({"params": params},
+                                        *model_inputs(batch, mask_documents),
+                                        mutable=[aux.COLLECTION], **extra)
+        total, count = cross_entropy(logits, batch["targets"], batch.get("weights"))
+        count = count.astype(jnp.float32)
+        aux_loss, layer_metrics = aux.collect(variables)
+        objective = total + aux_loss * count
+        if z_loss > 0:
+            objective = objective + z_loss * z_loss_sum(logits, batch.get("weights"))
+        return objective, (total, count, layer_metrics)
+
+    def mean_loss(params, batch, rng):
+        objective, (total, count, layer_metrics) = summed_loss(params, batch, rng)
+        return objective / count, (total / count, layer_metrics)
 
     def grads_of(params, batch, rng):
-        """(mean cross-entropy, gradient of the mean objective)."""
+        """(mean loss, metrics layers reported, gradients of the mean objective)."""
+        grad_fn = jax.value_and_grad(summed_loss, has_aux=True)
         if accum == 1:
-            (_, loss), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
-            return loss, grads
+            (_, (loss, layer_metrics)), grads = jax.value_and_grad(mean_loss, has_aux=True)(
+                params, batch, rng)
+            return loss, layer_metrics, grads
         # Microbatches run one after another. Summed losses and gradients are divided by the
         # whole batch's token count at the end, so the update equals one big batch's even when
         # microbatches count different numbers of tokens (weights).
@@ -78,17 +88,19 @@ def make_train_step(model, tx, lr_schedule, cfg):
 
         def body(carry, indexed):
             index, microbatch = indexed
-            (_, (total, count)), grads = jax.value_and_grad(summed_loss, has_aux=True)(
+            (_, (total, count, layer_metrics)), grads = grad_fn(
                 params, microbatch, jax.random.fold_in(rng, index))
-            return jax.tree.map(jnp.add, carry, (total, count, grads)), None
+            return jax.tree.map(jnp.add, carry, (total, count, grads)), layer_metrics
 
         zeros = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
                  jax.tree.map(jnp.zeros_like, params))
-        (total, count, grads), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
-        return total / count, jax.tree.map(lambda g: g / count, grads)
+        (total, count, grads), per_micro = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
+        layer_metrics = {k: aux.reduce(k, v) for k, v in per_micro.items()}
+        return total / count, layer_metrics, jax.tree.map(lambda g: g / count, grads)
 
     def train_step(state, batch):
-        loss, grads = grads_of(state.params, batch, dropout_key(cfg.seed, state.step))
+        loss, layer_metrics, grads = grads_of(state.params, batch,
+                                              dropout_key(cfg.seed, state.step))
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -98,7 +110,7 @@ def make_train_step(model, tx, lr_schedule, cfg):
         new_state = state_lib.TrainState(step=state.step + 1, params=keep(params, state.params),
                                          opt_state=keep(opt_state, state.opt_state))
         metrics = {"train_loss": loss, "grad_norm": grad_norm,
-                   "learning_rate": lr_schedule(state.step), "finite": finite}
+                   "learning_rate": lr_schedule(state.step), "finite": finite, **layer_metrics}
         return new_state, metrics
 
     return train_step

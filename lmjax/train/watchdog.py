@@ -11,9 +11,10 @@ and to WORKDIR/hangs/<process>-<step>.txt, then per train.on_hang:
   off     no watchdog
 
 The bound: train.hang_timeout_s when set (> 0); otherwise max(10 x the median step time, 600 s)
-once steps have been timed. Until the first step completes (start-up, restore, the first compile)
-the bound is train.hang_compile_timeout_s. Eval and checkpoint phases get at least
-train.barrier_timeout_s + 60 s, so a stuck barrier ends with its own clearer message first.
+once steps have been timed. Until the first step completes (start-up, restore, the first
+compile) and after the last (the end-of-run sample compiles too) the bound is
+train.hang_compile_timeout_s. Eval and checkpoint phases get at least train.barrier_timeout_s +
+60 s, so a stuck barrier ends with its own clearer message first.
 """
 import contextlib
 import faulthandler
@@ -73,6 +74,10 @@ class Watchdog:
             if previous == "step":
                 self.phase_name = "after " + name
 
+    def enter(self, name: str):
+        """A phase that lasts until the next one, such as the end-of-run sample and plot."""
+        self.phase_name, self.last_progress, self.reported_at = name, time.monotonic(), None
+
     def sync_point(self, name: str):
         self.last_sync = f"{name} (step {self.step}, {time.strftime('%H:%M:%S')})"
 
@@ -88,6 +93,8 @@ class Watchdog:
             bound = max(AUTO_STEP_FACTOR * median, AUTO_MIN_S)
         if self.phase_name in ("eval", "checkpoint", "restore"):
             bound = max(bound, self.slow_phase_s)
+        if self.phase_name == "finish":  # the sample compiles a generator: a compile's bound
+            bound = max(bound, self.first_s)
         return bound
 
     # -- the thread --------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Studies: sweeps and their runner, scaling-law fits, and the plots people compare."""
