@@ -35,7 +35,8 @@ def build_step(cfg):
         start = time.perf_counter()
         compiled = built.train_step.lower(state, batch()).compile()
         compile_s = time.perf_counter() - start
-    flops = flops_per_token(cfg.model, cfg.train.seq_len, state_lib.matmul_params(state.params, cfg.model))
+    flops = flops_per_token(cfg.model, cfg.train.seq_len,
+                            state_lib.matmul_params(state.params, cfg.model))
     return compiled, state, batch, flops, compile_s
 
 

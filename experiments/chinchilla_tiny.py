@@ -2,19 +2,20 @@
 
 Eight GPT-2-style sizes, 160k to 1.85M parameters (25k to 1.24M without the tied 4096 x d
 embedding), shaped as Chinchilla's table A9 scales them (depth and width grow together, head
-size fixed at 16, d_ff = 4 d_model). Each size trains once with a constant LR after warmup (the
-WSD stable phase, a save every `quantum` steps); each (size, budget) pair branches from the last
-save at or before 80% of its D = C / 6N and decays the LR to 0 over the rest (1-sqrt shape,
+size fixed at 16, d_ff = 4 d_model). Each size's stable phase (constant LR after warmup) runs
+in segments ending exactly at 80% of each of its budgets' D = C / 6N; that budget's branch
+continues from there (lmjax.study.wsd) and decays the LR to 0 over the last 20% (1-sqrt shape,
 Hägele et al. 2024), so every point's loss is at the end of its own decayed schedule. Budgets
 are C = 6ND with N the total parameter count (embeddings included, as Chinchilla counts them):
   C = 8e12  on sizes 1-4        C = 2.4e13 on sizes 2-6        C = 7.2e13 on sizes 4-8
-18 branches, 8 stable runs; 4.3e14 FLOPs of 6ND in all (~2 h at 60 GFLOP/s), D from 1.4M to
-21M tokens.
+18 branches and 10 stable-phase segments; 4.4e14 FLOPs of 6ND in all, D from 2.3M to 21M
+tokens (an estimate of ~2 h on a quiet 2-core machine at ~60 GFLOP/s; not measured).
 
 Data: a 4096-piece SentencePiece BPE on 28 public-domain Project Gutenberg books (16.4 MB,
-4.8M tokens; experiments/data/gutenberg_books.tar.xz, its MANIFEST.tsv and SOURCE.txt name
-them); the eval set is 3 whole held-out books (A Tale of Two Cities, Meditations, The Time
-Machine), never windows of the training books. The largest D repeats the corpus ~4.4 times.
+4.87M tokens; experiments/data/gutenberg_books.tar.xz, experiments/data/
+gutenberg_books.SOURCE.txt names them); the eval set is 3 whole held-out books (A Tale of Two
+Cities, Meditations, The Time Machine; 406k tokens, of which every eval reads the same 65k),
+never windows of the training books. The largest D repeats the corpus ~4.3 times.
 
   mkdir -p data && tar -xJf experiments/data/gutenberg_books.tar.xz -C data
   lmjax-prepare --input=data/gutenberg/train --valid_files=data/gutenberg/valid \\
@@ -24,14 +25,33 @@ Machine), never windows of the training books. The largest D repeats the corpus 
       --workdir=runs/chinchilla_tiny --out=experiments/results/chinchilla_tiny
   lmjax-scaling --results=experiments/results/chinchilla_tiny/results.csv
 
-`:quick` runs the whole pipeline on sizes 1-3 and two budgets ~30x smaller (12 runs, minutes);
-`:lr` is the learning-rate sweep at the base size that chose LR below.
+The sweep is resumable (re-run the same command) and runs budget by budget, smallest first.
+`:quick` runs the whole pipeline on sizes 1-3 and two budgets ~30x smaller (12 runs);
+`:lr` sweeps the learning rate at size 3 (WSD over 600 steps).
 
-Learning rate: LR = 3e-3 at every size (standard parametrization), from the `:lr` sweep at size 3
-(results in experiments/results/chinchilla_tiny/lr_sweep.csv).
+Learning rate: 3e-3 at every width, standard parametrization (the rate scaling_tiny used); it
+was NOT tuned: the `:lr` sweep has not been run, and μP (one LR transferred across widths) was
+not available in lmjax when this study was started. Both are what this study still needs.
 
-Measured here: see experiments/results/chinchilla_tiny/report.txt and the section at the end
-of this docstring.
+Measured here (2-core CPU shared with several other jobs, load average 20-40 throughout: lmjax's
+own matmul probe read 5-12 GFLOP/s, against ~100 on a quiet machine):
+- `:quick`, all 12 runs through lmjax-sweep: 62 min wall (the <= 10 min target could not be
+  timed on a quiet machine). Results in experiments/results/chinchilla_tiny_quick/
+  (results.csv, curves.csv, fits.json, report.txt, isoflop.png, parametric.png,
+  wsd_curves.png). Eval loss of the decayed branches (nats/token):
+      N \\ C     2.5e11                7.5e11
+      161k      6.363 @ D=0.26M       5.624 @ D=0.78M
+      259k      6.493 @ D=0.16M       5.724 @ D=0.48M
+      370k      6.510 @ D=0.11M       6.022 @ D=0.34M
+  Loss falls with D at every N (3 of 3 pairs), but at these budgets (100-380 steps) the
+  smallest model is best at both: C = 2.5e11's parabola opens downwards and C = 7.5e11's
+  minimum (178k, 4 tokens/param) has no usable bootstrap resample, so Approach 2 is
+  DEGENERATE (one usable budget of the two it needs), and Approach 3 runs to its bounds
+  (E -> 0, alpha -> 3): DEGENERATE, no result. This checks the pipeline, not Chinchilla.
+- The full study: started, stopped after 141 of its first stable segment's 3242 steps to give
+  the quick variant the machine (700 tokens/s here), and restarted at the end; no branch of it
+  finished in the time available, so no full-study a, E, alpha or beta exists yet. Re-running
+  the sweep command above resumes it.
 """
 from lmjax.config import base_config
 

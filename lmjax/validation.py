@@ -116,7 +116,8 @@ def _validate_moe(m):
         raise ConfigError(f"model.moe.top_k={e.top_k}, model.moe.num_experts={e.num_experts}: "
                           "need 1 <= top_k <= num_experts")
     if e.dispatch not in DISPATCH:
-        raise ConfigError(f"model.moe.dispatch={e.dispatch!r}: must be one of {', '.join(DISPATCH)}")
+        raise ConfigError(f"model.moe.dispatch={e.dispatch!r}: must be one of "
+                          f"{', '.join(DISPATCH)}")
     for field in ("d_ff", "shared_d_ff", "aux_loss_coef", "z_loss_coef"):
         if e[field] < 0:
             raise ConfigError(f"model.moe.{field}={e[field]}: must be >= 0")

@@ -1,4 +1,5 @@
-"""Hugging Face interop for GPT-2 and the LLaMA family: import, export, and `--model=` specs.
+"""Hugging Face interop for GPT-2 and the decoder families of lmjax.hf.configs.FAMILIES (Llama,
+Mistral, Qwen 2/3, Gemma 2/3 and more): import, export, and `--model=` specs.
 
   load_hf(DIR)                    local HF model directory -> lmjax Run (cfg, model, params, tokenizer)
   save_hf(cfg, params, OUT, tok)  lmjax parameters -> a directory transformers loads

@@ -84,10 +84,11 @@ def stable_monotonicity(curves: list[dict]) -> dict:
     loss is interpolated in log D and must be higher.
     """
     by_size = {}
-    for row in curves:
+    for row in curves:  # a segment's first eval repeats its source's last: one per D
         if row.get("role") == "stable" and row.get("eval_loss") not in ("", None):
-            by_size.setdefault(float(row["num_params"]), []).append(
-                (float(row["tokens"]), float(row["eval_loss"])))
+            by_size.setdefault(float(row["num_params"]), {})[float(row["tokens"])] = \
+                float(row["eval_loss"])
+    by_size = {n: list(points.items()) for n, points in by_size.items()}
     checked, violations = 0, []
     sizes = sorted(by_size)
     for small, large in zip(sizes[:-1], sizes[1:]):
@@ -133,7 +134,9 @@ def analyse(results: dict, samples: int = 200, seed: int = 0, starts: int = 64,
 
 
 def _interval(boot: dict, key: str) -> str:
-    low, high = boot["intervals"].get(key, (math.nan, math.nan))
+    if key not in boot["intervals"]:
+        return "[no resample]"
+    low, high = boot["intervals"][key]
     return f"[{low:.3g}, {high:.3g}]"
 
 
@@ -180,7 +183,11 @@ def _parametric_lines(analysis: dict) -> list[str]:
     fit, pboot = analysis["parametric"], analysis["parametric_bootstrap"]
     lines = []
     if fit["degenerate"]:
+        # The optimum found, for inspection only: no intervals, no compute-optimal numbers.
         lines.append("  DEGENERATE, not a result: " + "; ".join(fit["degenerate"]))
+        lines.append("  where the fit ran to: " + ", ".join(
+            f"{k} {fit[k]:.4g}" for k in ("E", "A", "B", "alpha", "beta")))
+        return lines
     lines.append(f"  {'':10}{'fit':>10}{'90% CI':>22}{'Hoffmann':>10}{'Besiroglu':>11}")
     hoff, besi = published.HOFFMANN_PARAMETRIC, published.BESIROGLU_PARAMETRIC
     for key in ("E", "A", "B", "alpha", "beta"):

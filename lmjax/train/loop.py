@@ -141,7 +141,8 @@ class Trainer:
                           checkpoint.dump_config(cfg.to_dict()))
 
         tokens_per_step = t.batch_size * t.seq_len
-        flops = flops_per_token(cfg.model, t.seq_len, state_lib.matmul_params(state.params, cfg.model))
+        flops = flops_per_token(cfg.model, t.seq_len,
+                                state_lib.matmul_params(state.params, cfg.model))
         peak, peak_source = mfu.peak_flops_per_device(cfg.metrics.peak_flops_per_device)
         self.log(f"MFU is relative to {peak / 1e12:.3f} TFLOP/s per device ({peak_source}); "
                  f"{flops / 1e6:.2f} MFLOPs per token")
