@@ -33,8 +33,13 @@ def check_paths() -> dict:
     rng = np.random.default_rng(0)
     q, k, v = (jnp.asarray(rng.normal(size=(2, 512, 8, 64)), jnp.bfloat16) for _ in range(3))
 
+    from lmjax.config import base_config
+    cfg = base_config().model
+    with cfg.unlocked():
+        cfg.d_model, cfg.num_heads, cfg.head_dim = 512, 8, 64
+
     def loss(backend, q, k, v):
-        return ATTENTION_BACKENDS[backend](q, k, v, None, None).astype(jnp.float32).sum()
+        return ATTENTION_BACKENDS[backend](q, k, v, None, cfg).astype(jnp.float32).sum()
 
     try:
         y, grads = jax.jit(jax.value_and_grad(lambda *x: loss("dot_product_cudnn", *x),

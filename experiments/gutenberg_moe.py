@@ -14,7 +14,13 @@ experiments/gutenberg_llama.py (79 Project Gutenberg books, 8000-piece BPE):
 
 `data=DIR` after the colon (`:dense,data=DIR` for both) reads another prepared directory.
 
-RESULT
+Result measured here, a short run only (2-core CPU shared with other jobs; both runs with
+--config.train.steps=30 --config.train.eval_every=30 --config.train.eval_steps=5
+--config.optim.warmup_steps=5, 30 x 16 x 128 = 61k tokens): MoE (4.61 M parameters, 2.84 M
+active) eval loss 6.672, dense (2.84 M) eval loss 6.664, from ln(8000) = 8.99; equal within
+noise at this length. Speed: MoE ~230 tokens/s against dense ~1,900: XLA:CPU expands ragged_dot
+into a masked matmul per expert (8x the active expert FLOPs; see benchmarks/moe_throughput.py).
+The default 150 steps were not run to the end here.
 """
 from lmjax.config import base_config
 

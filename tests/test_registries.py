@@ -19,8 +19,9 @@ from tests import helpers
 CALLS = {"attention": 0, "optimizer": 0, "writer": []}
 
 
-def toy_attention(q, k, v, segments, cfg):
+def toy_attention(q, k, v, segments, cfg, window=0):
     """Causal attention written out by hand: softmax(q k^T / sqrt(K)) v over keys <= query."""
+    assert window == 0  # the test model has no local layers
     CALLS["attention"] += 1
     B, T, H, K = q.shape
     k = jnp.repeat(k, H // k.shape[2], axis=2)

@@ -100,28 +100,25 @@ def blockwise_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, cfg, wind
     return jnp.concatenate(outs, axis=1)
 
 
-def dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, cfg, window=0):
+def dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, cfg, window=0,
+                          implementation=None):
     # Soft-capping has no place in jax.nn.dot_product_attention; validation refuses the pair.
     scale = attention_scale(cfg)
     if segments_BxT is None:
         local = (window - 1, 0) if window > 0 else None
         return jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, scale=scale,
-                                            is_causal=True, local_window_size=local)
+                                            is_causal=True, local_window_size=local,
+                                            implementation=implementation)
     T = q_BxTxHxK.shape[1]
     mask = attention_mask(jnp.arange(T), jnp.arange(T), segments_BxT, segments_BxT, window)
     return jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, scale=scale,
-                                        mask=mask[:, None])
+                                        mask=mask[:, None], implementation=implementation)
 
 
-def cudnn_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, cfg):
+def cudnn_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, cfg, window=0):
     """jax.nn.dot_product_attention pinned to cuDNN's fused kernel (GPU, bf16/fp16 only)."""
-    if segments_BxT is None:
-        return jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, is_causal=True,
-                                            implementation="cudnn")
-    T = q_BxTxHxK.shape[1]
-    mask = attention_mask(jnp.arange(T), jnp.arange(T), segments_BxT, segments_BxT)
-    return jax.nn.dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, mask=mask[:, None],
-                                        implementation="cudnn")
+    return dot_product_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, cfg, window,
+                                 implementation="cudnn")
 
 
 ATTENTION_BACKENDS = {

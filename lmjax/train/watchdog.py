@@ -13,8 +13,9 @@ and to WORKDIR/hangs/<process>-<step>.txt, then per train.on_hang:
 The bound: train.hang_timeout_s when set (> 0); otherwise max(10 x the median step time, 600 s)
 once steps have been timed. Until the first step completes (start-up, restore, the first
 compile) and after the last (the end-of-run sample compiles too) the bound is
-train.hang_compile_timeout_s. Eval and checkpoint phases get at least train.barrier_timeout_s +
-60 s, so a stuck barrier ends with its own clearer message first.
+train.hang_compile_timeout_s. With the automatic bound, eval and checkpoint phases get at least
+train.barrier_timeout_s + 60 s, so a stuck barrier ends with its own clearer message first; a
+train.hang_timeout_s set by hand bounds them too.
 """
 import contextlib
 import faulthandler
@@ -91,7 +92,7 @@ class Watchdog:
         else:
             median = statistics.median(self.step_times) if self.step_times else 0.0
             bound = max(AUTO_STEP_FACTOR * median, AUTO_MIN_S)
-        if self.phase_name in ("eval", "checkpoint", "restore"):
+        if self.phase_name in ("eval", "checkpoint", "restore") and self.fixed_s <= 0:
             bound = max(bound, self.slow_phase_s)
         if self.phase_name == "finish":  # the sample compiles a generator: a compile's bound
             bound = max(bound, self.first_s)
