@@ -127,7 +127,8 @@ def results_for(name):
                                   for n in FULL_SIZE])
 def test_reduced_variant_trains_on_fsdp4_tensor2_as_on_one_device(name):
     runs = results_for(name)
-    assert runs["fsdp4_tensor2"]["mesh"] == {"data": 1, "fsdp": 4, "tensor": 2}
+    mesh = runs["fsdp4_tensor2"]["mesh"]
+    assert {axis: size for axis, size in mesh.items() if size > 1} == {"fsdp": 4, "tensor": 2}
     one, sharded = runs["one"]["losses"], runs["fsdp4_tensor2"]["losses"]
     assert len(one) == STEPS and np.mean(one[-4:]) < np.mean(one[:4]) - 0.1  # it trains
     np.testing.assert_allclose(sharded, one, rtol=1e-5, atol=0)

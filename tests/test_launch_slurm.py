@@ -104,8 +104,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
          "error: launch/slurm.py: the following arguments are required: --nodes; see "
          "launch/slurm.py --help"),
         (["--nodes=2", "--gpus_per_node=8", "--dry_run", "--", *TRAIN[:3]],
-         "error: train.batch_size=12: not divisible by mesh.data*mesh.fsdp=16; use a multiple "
-         "of 16"),
+         "error: train.batch_size=12: not divisible by mesh.data*mesh.expert*mesh.fsdp=16; "
+         "use a multiple of 16"),
         (["--nodes=2", "--gpus_per_node=8", "--time=forever", "--", *TRAIN],
          "error: --time=forever: expected a SLURM time such as 24:00:00 or 2-00:00:00"),
         (["--nodes=2", "--gpus_per_node=8"],

@@ -92,7 +92,7 @@ def test_sweep_on_a_slice_checks_points_for_the_slice_devices(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "error: sweep point 1 (lr=0.003,batch_size=12): train.batch_size=12: not divisible by "
-        "mesh.data*mesh.fsdp=16; use a multiple of 16"]
+        "mesh.data*mesh.expert*mesh.fsdp=16; use a multiple of 16"]
 
 
 def _fake_gcloud(bin_dir, workers):
@@ -162,7 +162,8 @@ def test_run_starts_the_same_command_on_every_worker(tmp_path):
      "error: --workdir=/tmp/local: hosts of a multi-host job share no disk; use a bucket, "
      "--workdir=gs://BUCKET/PATH"),
     (["run", *COMMON, "--accelerator_type=v5e-16", "--", *TRAIN[:3]],
-     "error: train.batch_size=12: not divisible by mesh.data*mesh.fsdp=16; use a multiple of 16"),
+     "error: train.batch_size=12: not divisible by mesh.data*mesh.expert*mesh.fsdp=16; "
+     "use a multiple of 16"),
     (["run", *COMMON, "--accelerator_type=v9-8", "--", *TRAIN],
      "error: --accelerator_type=v9-8: expected GENERATION-SIZE with GENERATION one of v2, v3, "
      "v4, v5p, v5litepod, v6e, v5e, e.g. v5litepod-16, v5p-64, v6e-256, v4-32"),
