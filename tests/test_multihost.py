@@ -49,7 +49,8 @@ def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
     h.train(single, devices=2, train__steps=STEPS)
     multi = str(tmp_path / "multi")
     outputs = multiprocess_train(multi, train__steps=STEPS)
-    assert "mesh: data=2 x fsdp=1 x tensor=1 over 2 cpu device(s), 2 process(es)" in outputs[0][0]
+    assert ("mesh: data=2 x expert=1 x fsdp=1 x tensor=1 over 2 cpu device(s), 2 process(es)"
+            in outputs[0][0])
     assert "mesh:" not in outputs[1][0]  # only process 0 logs
 
     reference, losses = h.losses(single), h.losses(multi)
