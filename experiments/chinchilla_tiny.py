@@ -58,6 +58,7 @@ from lmjax.config import base_config
 VOCAB, SEQ, BATCH = 4096, 128, 16
 TOKENS_PER_STEP = SEQ * BATCH
 HEAD_DIM = 16
+BASE_SIZE = "s3"  # μP's base width, where the `:lr` sweep tunes the learning rate
 SIZES = {  # name: (num_layers, d_model)
     "s1": (2, 32), "s2": (2, 48), "s3": (2, 64), "s4": (3, 80),
     "s5": (3, 96), "s6": (4, 112), "s7": (4, 128), "s8": (5, 144),
@@ -76,10 +77,14 @@ def get_config(arg=None):
         raise ValueError(f"unknown variant {arg!r}; use :quick, :lr or nothing")
     c = base_config()
     m = c.model
-    m.num_layers, m.d_model = SIZES["s3"]
+    m.num_layers, m.d_model = SIZES[BASE_SIZE]
     m.num_heads, m.d_ff = m.d_model // HEAD_DIM, 4 * m.d_model
     m.vocab_size, m.max_seq_len = VOCAB, SEQ
     m.positions, m.norm, m.mlp = "learned", "layernorm", "gelu"
+    # μP: one learning rate, tuned at s3 (the `:lr` sweep), transfers to every width. The head
+    # size is fixed (heads grow with width), so head_dim is set for μP's attention scale.
+    m.parametrization, m.mup_base_width = "mup", SIZES[BASE_SIZE][1]
+    m.head_dim = HEAD_DIM
     t = c.train
     t.batch_size, t.seq_len = BATCH, SEQ
     t.steps = 1000
