@@ -79,6 +79,7 @@ def base_config() -> ml_collections.ConfigDict:
     moe.every = 1  # layer i is MoE when (i + 1) % every == 0, else a dense SwiGLU of model.d_ff
     moe.renormalize = True  # top-k probabilities rescaled to sum to 1 (Mixtral; Qwen3 norm_topk_prob)
     moe.dispatch = "dropless"  # a name in lmjax.model.moe.DISPATCH: dropless | capacity
+    moe.expert_parallel = "shard_map"  # lmjax.model.moe.EXPERT_PARALLEL: shard_map | constraints
     moe.capacity_factor = 1.25  # capacity mode: slots per expert = factor * tokens * top_k / experts
     moe.aux_loss_coef = 0.01  # load-balancing loss (Switch / Mixtral form)
     moe.z_loss_coef = 0.0  # router z-loss (ST-MoE; 1e-3 there)

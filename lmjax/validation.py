@@ -14,7 +14,7 @@ from lmjax.model.attention import ATTENTION_BACKENDS, DROPOUT_BACKENDS, SOFTCAP_
 from lmjax.model.layers import NORMS
 from lmjax.model.mlp import MLPS
 from lmjax.model.parametrization import PARAMETRIZATIONS
-from lmjax.model.moe import DISPATCH
+from lmjax.model.moe import DISPATCH, EXPERT_PARALLEL
 from lmjax.model.positions import POSITIONS, ROPE_SCALINGS
 from lmjax.parallel.mesh import BATCH_AXES, mesh_shape
 from lmjax.train.metrics import WRITERS, check_writer_packages
@@ -131,6 +131,9 @@ def _validate_moe(m):
     if e.dispatch not in DISPATCH:
         raise ConfigError(f"model.moe.dispatch={e.dispatch!r}: must be one of "
                           f"{', '.join(DISPATCH)}")
+    if e.expert_parallel not in EXPERT_PARALLEL:
+        raise ConfigError(f"model.moe.expert_parallel={e.expert_parallel!r}: must be one of "
+                          f"{', '.join(EXPERT_PARALLEL)}")
     for field in ("d_ff", "shared_d_ff", "aux_loss_coef", "z_loss_coef"):
         if e[field] < 0:
             raise ConfigError(f"model.moe.{field}={e[field]}: must be >= 0")

@@ -1,9 +1,13 @@
 """Expert parallelism on 8 fake devices: MoE training on expert x data and expert x fsdp x tensor
-meshes gives 1 device's losses, the expert weights are split over `expert`, and a checkpoint
-saved with expert=4 restores onto 1 device with identical values and trains on identically.
+meshes, with either transport of model.moe.expert_parallel, gives 1 device's losses, the expert
+weights are split over `expert`, and a checkpoint saved with expert=4 restores onto 1 device
+with identical values and trains on identically.
 
 One subprocess (XLA_FLAGS before jax is imported) runs the meshes of a group, paying start-up
-once: expert x data and the checkpoint by default, expert x fsdp x tensor slow-marked.
+once. By default: expert x data training with shard_map (the default transport), the checkpoint,
+and one MoE layer's output and gradients through the constraints transport against a bare
+1-device apply (a small compile, where another train step would cost ~25 s on 2 cores); the
+training runs of the constraints transport and of expert x fsdp x tensor are slow-marked.
 """
 import json
 import os
@@ -20,12 +24,17 @@ STEPS = 20
 MOE = {"model.mlp": "moe", "model.moe.num_experts": 8, "model.moe.top_k": 2,
        "model.moe.d_ff": 32, "model.moe.z_loss_coef": 1e-3, "model.num_kv_heads": 2,
        "optim.lr": 3e-3, "optim.warmup_steps": 0}
-MESHES = {  # name -> mesh fields
+SHAPES = {  # name -> mesh fields
     "one_device": {"mesh.data": 1},
     "expert4_data2": {"mesh.data": 2, "mesh.expert": 4},
     "expert2_fsdp2_tensor2": {"mesh.data": 1, "mesh.expert": 2, "mesh.fsdp": 2,
                               "mesh.tensor": 2},
 }
+# Every mesh with each transport, named "<mesh>:<transport>" (the 1-device run is the reference).
+MESHES = {"one_device": SHAPES["one_device"],
+          **{f"{name}:{transport}": {**fields, "model.moe.expert_parallel": transport}
+             for name, fields in SHAPES.items() if name != "one_device"
+             for transport in ("shard_map", "constraints")}}
 
 
 def _layout(leaf):
@@ -34,8 +43,47 @@ def _layout(leaf):
             "devices": len(leaf.sharding.device_set)}
 
 
-FAST = ("one_device", "expert4_data2")
-SLOW = ("one_device", "expert2_fsdp2_tensor2")
+FAST = ("one_device", "expert4_data2:shard_map")
+SLOW = ("one_device", "expert4_data2:constraints", "expert2_fsdp2_tensor2:shard_map",
+        "expert2_fsdp2_tensor2:constraints")
+
+
+def layer_check(name):
+    """Max relative differences of one MoE layer's output, aux loss and gradients on a mesh
+    (a MESHES name) against the same layer applied bare, i.e. on one device."""
+    import flax.linen as nn
+    import jax
+    from lmjax.model import aux
+    from lmjax.model.mlp import MLP
+    from lmjax.parallel import mesh as mesh_lib, shardings
+    from lmjax.parallel.context import context
+    cfg = helpers.tiny_config({**MOE, **MESHES[name]})
+    mlp = MLP(cfg.model)
+    rng = np.random.default_rng(0)
+    t = cfg.train
+    x = rng.normal(size=(t.batch_size, t.seq_len, cfg.model.d_model)).astype(np.float32)
+    r = rng.normal(size=x.shape).astype(np.float32)
+    boxed = jax.eval_shape(mlp.init, jax.random.key(0), x)["params"]
+    params = helpers.randomize(helpers.strip_boxes(boxed), seed=1, std=0.2)
+
+    def value_and_grads(p, x):
+        def loss(p, x):
+            y, variables = mlp.apply({"params": p}, x, mutable=[aux.COLLECTION])
+            return (y * r).sum() + aux.collect(variables)[0]
+        return jax.value_and_grad(loss, argnums=(0, 1))(p, x)
+
+    reference = jax.jit(value_and_grads)(params, x)
+    mesh, rules = mesh_lib.make_mesh(cfg), shardings.rules(cfg)
+    with context(mesh, rules):
+        param_sh = shardings.logical_to_sharding(boxed, mesh, rules)
+        x_sh = jax.sharding.NamedSharding(mesh, nn.logical_to_mesh_axes(("batch", None, None)))
+        got = jax.jit(value_and_grads, in_shardings=(param_sh, x_sh))(
+            jax.device_put(params, param_sh), jax.device_put(x, x_sh))
+    rel = lambda a, b: float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+    return {"loss": rel(got[0], reference[0]),
+            "grads": max(rel(np.asarray(a), np.asarray(b))
+                         for a, b in zip(jax.tree.leaves(got[1]), jax.tree.leaves(reference[1]))),
+            "gate_grad_axis": got[1][0]["expert_gate"].sharding.spec[0]}
 
 
 def run(checkpoint_dir, names):
@@ -64,11 +112,12 @@ def run(checkpoint_dir, names):
                          "router": _layout(mlp["router"])}
         states[name] = (parts, state)
 
-    if "expert4_data2" not in names:
+    if "expert4_data2:shard_map" not in names:
         print("RESULTS " + json.dumps(results))
         return
+    results["layer:constraints"] = layer_check("expert4_data2:constraints")
     # Saved from expert=4 x data=2, restored onto 1 device: same values, same next step.
-    parts8, state8 = states["expert4_data2"]
+    parts8, state8 = states["expert4_data2:shard_map"]
     manager = checkpoint.make_manager(checkpoint_dir)
     with parts8.context():
         checkpoint.save(manager, STEPS, state8, {}, {}, 0)
@@ -115,20 +164,38 @@ def _check_losses(results, mesh):
                                rtol=1e-5)
 
 
-def test_expert4_data2_losses_equal_one_device(results):
-    _check_losses(results, "expert4_data2")
-    r = results["expert4_data2"]
+def _check_expert4_data2(results, transport):
+    _check_losses(results, f"expert4_data2:{transport}")
+    r = results[f"expert4_data2:{transport}"]
     assert r["mesh"] == {"data": 2, "expert": 4, "fsdp": 1, "tensor": 1}
     # (experts, embed, mlp) = (8, 32, 32): 2 experts per device, replicated over data.
     assert r["gate"]["spec"][0] == "expert" and r["gate"]["shard"] == [2, 32, 32]
     assert r["down"]["shard"] == [2, 32, 32] and r["gate"]["devices"] == 8
 
 
+def test_expert4_data2_losses_equal_one_device(results):
+    _check_expert4_data2(results, "shard_map")
+
+
+def test_expert4_data2_constraints_layer_output_and_grads_equal_one_device(results):
+    r = results["layer:constraints"]
+    assert r["loss"] < 1e-5 and r["grads"] < 1e-5, r
+    assert r["gate_grad_axis"] == "expert", r  # the expert weights' gradient stays split
+
+
 @pytest.mark.slow
-def test_expert2_fsdp2_tensor2_losses_equal_one_device_and_shard_every_axis(tmp_path_factory):
+def test_expert4_data2_constraints_losses_equal_one_device(tmp_path_factory):
+    _check_expert4_data2(results_for(SLOW, tmp_path_factory), "constraints")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transport", ["shard_map", "constraints"])
+def test_expert2_fsdp2_tensor2_losses_equal_one_device_and_shard_every_axis(tmp_path_factory,
+                                                                           transport):
     results = results_for(SLOW, tmp_path_factory)
-    _check_losses(results, "expert2_fsdp2_tensor2")
-    r = results["expert2_fsdp2_tensor2"]
+    name = f"expert2_fsdp2_tensor2:{transport}"
+    _check_losses(results, name)
+    r = results[name]
     assert r["gate"]["spec"] == ["expert", "fsdp", "tensor"] and r["gate"]["shard"] == [4, 16, 16]
     assert r["down"]["spec"] == ["expert", "tensor", "fsdp"] and r["down"]["shard"] == [4, 16, 16]
     assert r["router"]["shard"] == [16, 8] and r["gate"]["devices"] == 8

@@ -31,6 +31,8 @@ CASES = {
                   ["model.moe.top_k=9", "top_k <= num_experts"]),
     "moe dispatch": ({"model.mlp": "moe", "model.moe.dispatch": "sinkhorn"}, 1,
                      ["model.moe.dispatch='sinkhorn'", "dropless, capacity"]),
+    "moe expert_parallel": ({"model.mlp": "moe", "model.moe.expert_parallel": "all_to_all"}, 1,
+                            ["model.moe.expert_parallel='all_to_all'", "shard_map, constraints"]),
     "moe every with scan": ({"model.mlp": "moe", "model.moe.every": 2,
                              "model.scan_layers": True}, 1,
                             ["model.moe.every=2", "model.scan_layers=False"]),
