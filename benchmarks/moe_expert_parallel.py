@@ -1,7 +1,7 @@
 """Expert parallelism on 8 fake CPU devices: the two transports of model.moe.expert_parallel
 (lmjax.model.moe.EXPERT_PARALLEL) side by side, and the collectives each compiles to.
 
-    python benchmarks/moe_expert_parallel.py [--steps 5] [--rounds 3] [--dispatch dropless]
+    python benchmarks/moe_expert_parallel.py [--steps 3] [--rounds 3] [--dispatch dropless]
 
 For each mesh (expert=4 x data=2, expert=2 x fsdp=2 x tensor=2) and transport (shard_map,
 constraints) a train step of the same MoE (8 experts, top-2) is compiled in one process and
@@ -107,7 +107,7 @@ def layer_hlo(cfg):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dispatch", default="dropless", choices=tuple(moe.DISPATCH))
     args = parser.parse_args()
