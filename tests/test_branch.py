@@ -5,6 +5,10 @@ import pytest
 
 import checkpoint_helpers as h
 
+# Whole training runs; the WSD schedule and branch planning are checked fast in test_optim and
+# test_wsd_study.
+pytestmark = pytest.mark.slow
+
 STABLE = dict(optim__schedule="constant", train__steps=6, train__checkpoint_every=3)
 DECAYED = dict(optim__schedule="wsd", optim__decay_start=6, train__steps=10,
                train__checkpoint_every=5)

@@ -123,6 +123,7 @@ def results_for(name):
     return _RESULTS[group][name]
 
 
+@pytest.mark.slow  # 8-device training; CI runs the same kind in test_sharding
 @pytest.mark.parametrize("name", [pytest.param(n, marks=() if n == FAST else pytest.mark.slow)
                                   for n in FULL_SIZE])
 def test_reduced_variant_trains_on_fsdp4_tensor2_as_on_one_device(name):

@@ -17,6 +17,8 @@ transformers = pytest.importorskip("transformers", reason="HF parity tests need 
 
 from lmjax.errors import UsageError  # noqa: E402
 from lmjax.hf import load_hf, save_hf  # noqa: E402
+from tests.hf_parity import (  # noqa: E402
+    hf_logits, lmjax_logits, perturbed_hf_model, random_tokens)
 
 VOCAB, SEQ = 256, 64
 
@@ -35,28 +37,11 @@ def hf_config(kind: str, tie: bool, vocab_size=VOCAB, **extra):
 
 def build_hf_model(directory, kind="llama", tie=False, seed=0, **extra):
     """A transformers model with perturbed weights, saved to `directory`; returns the model."""
-    torch.manual_seed(seed)
-    config = hf_config(kind, tie, **extra)
-    config._attn_implementation = "eager"
-    model = transformers.AutoModelForCausalLM.from_config(config).float().eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-    model.save_pretrained(directory)
-    return model
-
-
-def hf_logits(model, tokens):
-    with torch.no_grad():
-        return model(torch.as_tensor(tokens, dtype=torch.long)).logits.float().numpy()
-
-
-def lmjax_logits(run, tokens):
-    return np.asarray(run.model.apply({"params": run.params}, np.asarray(tokens, np.int32)))
+    return perturbed_hf_model(hf_config(kind, tie, **extra), directory, seed)
 
 
 def tokens(batch=2, length=SEQ, seed=1):
-    return np.random.default_rng(seed).integers(0, VOCAB, size=(batch, length))
+    return random_tokens(VOCAB, batch, length, seed)
 
 
 CASES = [("gpt2", True), ("gpt2", False), ("llama", False), ("llama", True)]

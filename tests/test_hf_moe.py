@@ -14,6 +14,8 @@ transformers = pytest.importorskip("transformers", reason="HF parity tests need 
 
 from lmjax.errors import UsageError  # noqa: E402
 from lmjax.hf import load_hf, save_hf  # noqa: E402
+from tests.hf_parity import (  # noqa: E402
+    hf_logits, lmjax_logits, perturbed_hf_model, random_tokens)
 from lmjax.infer.generate import Generator  # noqa: E402
 
 VOCAB, SEQ, NEW = 128, 48, 32
@@ -42,28 +44,11 @@ CONFIGS = {"mixtral": mixtral_config, "qwen3_moe": qwen3_moe_config}
 
 
 def build(directory, kind, seed=0, **extra):
-    torch.manual_seed(seed)
-    config = CONFIGS[kind](**extra)
-    config._attn_implementation = "eager"
-    model = transformers.AutoModelForCausalLM.from_config(config).float().eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-    model.save_pretrained(directory)
-    return model
-
-
-def hf_logits(model, tokens):
-    with torch.no_grad():
-        return model(torch.as_tensor(tokens, dtype=torch.long)).logits.float().numpy()
-
-
-def lmjax_logits(run, tokens):
-    return np.asarray(run.model.apply({"params": run.params}, np.asarray(tokens, np.int32)))
+    return perturbed_hf_model(CONFIGS[kind](**extra), directory, seed)
 
 
 def tokens(batch=2, length=SEQ, seed=1):
-    return np.random.default_rng(seed).integers(0, VOCAB, size=(batch, length))
+    return random_tokens(VOCAB, batch, length, seed)
 
 
 # Qwen3-MoE runs the same import/export code as Mixtral (plus QK-norm and dense layers, each

@@ -21,6 +21,7 @@ def records(workdir):
         return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow
 def test_task_metrics_every_eval_point_and_across_a_resume(tmp_path, capsys):
     workdir = str(tmp_path / "run")
     args = [f"--config={helpers.EXPERIMENT}", f"--workdir={workdir}", *SMOKE_OVERRIDES,

@@ -170,7 +170,7 @@ def run_steps(accum, batch, steps=2):
     return jax.device_get(state.params), history
 
 
-@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("weighted", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_grad_accumulation_equals_one_big_batch(weighted):
     cfg = helpers.tiny_config()
     batch = helpers.random_tokens(cfg, seed=3)

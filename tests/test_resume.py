@@ -22,6 +22,7 @@ def reference(tmp_path_factory):
     return losses
 
 
+@pytest.mark.slow  # CI's fast set resumes in-process (test_train, test_optimizers)
 def test_kill9_then_rerun_matches_uninterrupted_run_bit_for_bit(reference, tmp_path):
     workdir = str(tmp_path / "run")
     kill_after = random.Random().randint(5, 9)
@@ -43,6 +44,7 @@ def test_kill9_then_rerun_matches_uninterrupted_run_bit_for_bit(reference, tmp_p
     assert after == {s: reference[s] for s in after}, (after, reference)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_step_it_stopped_at_and_resumes_exactly(reference, tmp_path):
     workdir = str(tmp_path / "run")
     stop_after = 5  # between the checkpoints at 4 and 8, so the save is the preemption's own

@@ -47,6 +47,7 @@ def write_csv(rows, path):
         writer.writerows(rows)
 
 
+@pytest.mark.slow  # bootstrap refits; test_isoflop_exponent_intervals_cover_the_law is fast
 def test_noisy_study_recovers_the_law_within_its_intervals():
     results = as_results(synthetic_study(TRUE, noise=0.003))
     fits = analysis.analyse(results, samples=30, starts=32)

@@ -128,6 +128,7 @@ def test_bad_sweeps_fail_before_anything_runs(arg, message, experiment, child_en
     assert not root.exists()
 
 
+@pytest.mark.slow  # minutes on 2 cores; test_failing_point_... runs real points in CI
 def test_killed_sweep_resumes_without_recomputing_finished_points(experiment, child_env,
                                                                   tmp_path):
     root = str(tmp_path / "root")

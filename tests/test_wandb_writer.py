@@ -49,6 +49,7 @@ def run_config(tmp_path, steps):
         "model.vocab_size": 65, "data.path": helpers.SHAKESPEARE})
 
 
+@pytest.mark.slow  # a whole offline wandb run; the writer's other tests are fast
 def test_offline_run_holds_config_metrics_and_keeps_its_id_on_resume(tmp_path, monkeypatch):
     from lmjax.train.loop import train
     monkeypatch.setenv("WANDB_MODE", "offline")
