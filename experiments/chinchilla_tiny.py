@@ -29,9 +29,12 @@ The sweep is resumable (re-run the same command) and runs budget by budget, smal
 `:quick` runs the whole pipeline on sizes 1-3 and two budgets ~30x smaller (12 runs);
 `:lr` sweeps the learning rate at size 3 (WSD over 600 steps).
 
-Learning rate: 3e-3 at every width, standard parametrization (the rate scaling_tiny used); it
-was NOT tuned: the `:lr` sweep has not been run, and μP (one LR transferred across widths) was
-not available in lmjax when this study was started. Both are what this study still needs.
+Learning rate: μP (model.parametrization = "mup", base width 64 = s3, head size fixed), so one
+rate holds at every width. The `:lr` sweep at s3 (WSD over 600 steps, 1.2M tokens) chose it:
+      lr         1e-3    2e-3    3e-3    6e-3    1.2e-2
+      eval loss  5.412   5.250   5.178   5.136   5.201
+  lmjax-sweep --config=experiments/chinchilla_tiny.py:lr --workdir=runs/chinchilla_tiny_lr
+(experiments/results/chinchilla_tiny_lr/results.csv and .png), so LR = 6e-3.
 
 Measured here (2-core CPU shared with several other jobs, load average 20-40 throughout: lmjax's
 own matmul probe read 5-12 GFLOP/s, against ~100 on a quiet machine):
@@ -67,7 +70,7 @@ BUDGETS = {8e12: ["s1", "s2", "s3", "s4"],
            2.4e13: ["s2", "s3", "s4", "s5", "s6"],
            7.2e13: ["s4", "s5", "s6", "s7", "s8"]}
 QUICK_BUDGETS = {2.5e11: ["s1", "s2", "s3"], 7.5e11: ["s1", "s2", "s3"]}
-LR = 3e-3
+LR = 6e-3  # the best of the `:lr` sweep at s3 (experiments/results/chinchilla_tiny_lr)
 LR_SWEEP = (1e-3, 2e-3, 3e-3, 6e-3, 1.2e-2)
 DATA = "data/gutenberg_sp4k"  # written by the lmjax-prepare command above
 
