@@ -173,10 +173,12 @@ def _check_expert4_data2(results, transport):
     assert r["down"]["shard"] == [2, 32, 32] and r["gate"]["devices"] == 8
 
 
+@pytest.mark.slow  # an 8-device process of 1-2 CPU-minutes; CI's 8-device check: test_sharding
 def test_expert4_data2_losses_equal_one_device(results):
     _check_expert4_data2(results, "shard_map")
 
 
+@pytest.mark.slow  # an 8-device process of 1-2 CPU-minutes; CI's 8-device check: test_sharding
 def test_expert4_data2_constraints_layer_output_and_grads_equal_one_device(results):
     r = results["layer:constraints"]
     assert r["loss"] < 1e-5 and r["grads"] < 1e-5, r
@@ -201,6 +203,7 @@ def test_expert2_fsdp2_tensor2_losses_equal_one_device_and_shard_every_axis(tmp_
     assert r["router"]["shard"] == [16, 8] and r["gate"]["devices"] == 8
 
 
+@pytest.mark.slow  # an 8-device process of 1-2 CPU-minutes; CI's 8-device check: test_sharding
 def test_expert4_checkpoint_restores_onto_one_device(results):
     r = results["restored"]
     assert r["step"] == STEPS and r["identical"] and r["devices"] == 1
