@@ -87,11 +87,14 @@ def test_grad_accumulation_equals_one_big_batch(name):
     params_1, losses_1 = run_steps(name, 1, batch)
     params_2, losses_2 = run_steps(name, 2, batch)
     np.testing.assert_allclose(losses_2, losses_1, rtol=1e-5)
-    a, b = (np.concatenate([x.ravel() for x in jax.tree.leaves(p)]) for p in (params_1, params_2))
-    close = np.isclose(a, b, rtol=0, atol=1e-6)
-    # Lion steps by the sign of its momentum: an element whose momentum is at rounding level
-    # may step either way, by lr. Everything else must agree.
-    assert close.mean() > (0.999 if name == "lion" else 1.0 - 1e-12), close.mean()
+    # The key bias adds q.b to every score of a query, which softmax ignores: its gradient is 0
+    # in exact arithmetic and rounding noise in floats. Lion (sign) and Adafactor (g / |g| with
+    # eps 1e-30) turn that noise into full lr steps either way, so it is left out.
+    flat = lambda p: np.concatenate([
+        np.ravel(x) for path, x in jax.tree_util.tree_flatten_with_path(p)[0]
+        if not jax.tree_util.keystr(path).endswith("['key']['bias']")])
+    a, b = flat(params_1), flat(params_2)
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", by_name())
