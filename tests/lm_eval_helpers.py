@@ -13,15 +13,14 @@ TASKS = ("lmjax_cloze", "lmjax_choice", "lmjax_arithmetic", "lmjax_rolling")
 
 def build_hf_dir(directory, kind: str, context: int, seed: int = 0, width: int = 64,
                  layers: int = 2):
-    import torch
     import transformers
+    from tests.hf_parity import perturbed_hf_model
     from tests.test_hf_tokenizer import write_bpe_tokenizer
     write_bpe_tokenizer(directory, vocab_size=VOCAB, bos=kind == "llama")
     # The class named, so transformers reads tokenizer.json as it is (BOS from its post-processor).
     (directory / "tokenizer_config.json").write_text(json.dumps(
         {"eos_token": "<|endoftext|>", "bos_token": "<s>",
          "tokenizer_class": "PreTrainedTokenizerFast"}))
-    torch.manual_seed(seed)
     ids = {"vocab_size": VOCAB, "bos_token_id": 1, "eos_token_id": 0}
     if kind == "gpt2":
         config = transformers.GPT2Config(n_embd=width, n_layer=layers, n_head=4,
@@ -32,12 +31,7 @@ def build_hf_dir(directory, kind: str, context: int, seed: int = 0, width: int =
             num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=context, rms_norm_eps=1e-5,
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, **ids)
-    config._attn_implementation = "eager"
-    model = transformers.AutoModelForCausalLM.from_config(config).float().eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-    model.save_pretrained(directory)
+    perturbed_hf_model(config, directory, seed)
     return str(directory)
 
 
