@@ -38,8 +38,8 @@ rate holds at every width. The `:lr` sweep at s3 (WSD over 600 steps, 1.2M token
 
 Measured here (2-core CPU shared with several other jobs, load average 20-40 throughout: lmjax's
 own matmul probe read 5-12 GFLOP/s, against ~100 on a quiet machine):
-- `:quick`, all 12 runs through lmjax-sweep: 62 min wall (the <= 10 min target could not be
-  timed on a quiet machine). Results in experiments/results/chinchilla_tiny_quick/
+- `:quick` (before μP: standard parametrization at lr 3e-3), all 12 runs through lmjax-sweep:
+  62 min wall (the <= 10 min target could not be timed on a quiet machine). Results in experiments/results/chinchilla_tiny_quick/
   (results.csv, curves.csv, fits.json, report.txt, isoflop.png, parametric.png,
   wsd_curves.png). Eval loss of the decayed branches (nats/token):
       N \\ C     2.5e11                7.5e11
@@ -51,10 +51,11 @@ own matmul probe read 5-12 GFLOP/s, against ~100 on a quiet machine):
   minimum (178k, 4 tokens/param) has no usable bootstrap resample, so Approach 2 is
   DEGENERATE (one usable budget of the two it needs), and Approach 3 runs to its bounds
   (E -> 0, alpha -> 3): DEGENERATE, no result. This checks the pipeline, not Chinchilla.
-- The full study: started, stopped after 141 of its first stable segment's 3242 steps to give
-  the quick variant the machine (700 tokens/s here), and restarted at the end; no branch of it
-  finished in the time available, so no full-study a, E, alpha or beta exists yet. Re-running
-  the sweep command above resumes it.
+- The full study, under μP at lr 6e-3: started with `--parallel=2` on a machine shared with
+  other jobs at load average ~8 (the study ran at nice 10, so it got a small share: ~450 steps
+  of its first two stable segments in 25 minutes); no branch of it finished in the time
+  available, so no full-study a, E, alpha or beta exists yet. Re-running the sweep command
+  above resumes it from its checkpoints.
 """
 from lmjax.config import base_config
 
