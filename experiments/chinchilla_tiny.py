@@ -40,8 +40,8 @@ Measured here (2-core CPU shared with several other jobs, load average 20-40 thr
 own matmul probe read 5-12 GFLOP/s, against ~100 on a quiet machine):
 - `:quick` (before μP: standard parametrization at lr 3e-3), all 12 runs through lmjax-sweep:
   62 min wall (the <= 10 min target could not be timed on a quiet machine). Results in
-  experiments/results/chinchilla_tiny_quick/ (results.csv, curves.csv, fits.json, report.txt, isoflop.png, parametric.png,
-  wsd_curves.png). Eval loss of the decayed branches (nats/token):
+  experiments/results/chinchilla_tiny_quick/ (results.csv, curves.csv, fits.json, report.txt,
+  isoflop.png, parametric.png, wsd_curves.png). Eval loss of the decayed branches (nats/token):
       N \\ C     2.5e11                7.5e11
       161k      6.363 @ D=0.26M       5.624 @ D=0.78M
       259k      6.493 @ D=0.16M       5.724 @ D=0.48M
