@@ -45,6 +45,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=8,<10",
+            "pytest-xdist>=3.5,<4",  # setup.cfg runs the suite on up to 2 workers, a file each
             "torch==2.13.0",
             "transformers>=4.46,<6",
             "tokenizers>=0.20,<1",

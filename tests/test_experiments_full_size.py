@@ -102,7 +102,8 @@ COMPILE = textwrap.dedent("""
     ("experiments/gpt2_124m.py:v5e-8", {"data": 4, "expert": 1, "fsdp": 2, "tensor": 1}, True),
     pytest.param("experiments/llama_1b.py", {"data": 1, "expert": 1, "fsdp": 8, "tensor": 1}, True,
                  marks=pytest.mark.slow),
-    ("experiments/llama_8b.py:v5p-128", {"data": 1, "expert": 1, "fsdp": 8, "tensor": 1}, True),
+    pytest.param("experiments/llama_8b.py:v5p-128", {"data": 1, "expert": 1, "fsdp": 8, "tensor": 1},
+                 True, marks=pytest.mark.slow),
 ])
 def test_reduced_width_compiles_on_8_devices_with_the_intended_mesh(spec, mesh, sharded):
     overrides = dict(REDUCED["width"])

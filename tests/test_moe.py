@@ -154,6 +154,7 @@ def test_shared_expert_with_gate_adds_to_the_routed_output():
     helpers.assert_close(y, np_dense_masked(xd, p, experts, weights) + gate * shared)
 
 
+@pytest.mark.slow
 def test_scanned_remat_moe_reports_the_same_losses_and_metrics_as_unrolled():
     """Auxiliary outputs leave the model through scan and remat too (one train step each)."""
     from lmjax.train.state import abstract_params

@@ -42,6 +42,7 @@ def test_cli_fit_recovers_exponents_from_noisy_losses(tmp_path):
     assert os.path.getsize(os.path.join(root, "scaling.png")) > 10000
 
 
+@pytest.mark.slow  # CI's fast set checks the study's parametric fit in test_scaling_fits
 def test_noise_free_fit_is_exact_and_optimum_matches_brute_force():
     rng = np.random.default_rng(1)
     params = np.exp(rng.uniform(np.log(1e7), np.log(1e10), 12))
