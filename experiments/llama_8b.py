@@ -11,10 +11,18 @@ v6e; this config is the same model, sharding (FSDP) and precision
 (bf16 compute), so that is the range to reach. No published loss applies to your data.
 
 Memory: 8.03B f32 weights + 2 Adam moments = 96 GB, plus bf16 activations; sharded over 64+
-chips that is under 2 GB per chip. Every layer's matmul outputs are saved for the backward pass
-except batch-dependent ones (remat), and layers are scanned, so compile time does not grow with
-depth. Variants set the global batch for a slice:
-  :v5p-128  (64 chips)   batch 256 x 8192 = 2M tokens
+chips that is under 2 GB per chip. Every layer's weight-matmul outputs are saved for the
+backward pass (remat dots_with_no_batch_dims_saveable: about 22 GiB per 8192-token sequence
+over 32 layers), and layers are scanned, so compile time does not grow with depth. What does
+not shrink with more chips is one sequence's activations: the saved matmul outputs, XLA's
+attention scores (32 heads x 8192^2, no flash kernel) and the 128k-vocabulary logits. Variants
+set the global batch for a slice and, checked with lmjax-plan (README), what makes it fit:
+  :v5p-128  (64 chips)   batch 256 x 8192 = 2M tokens; 4 microbatches, one sequence per chip
+                         each: 69.5 GiB of 95.74 (one microbatch needs 155 GiB)
+  :v5e-256  (256 chips)  batch 256 x 8192 = 2M tokens; remat full, tensor=2 (heads and vocab
+                         split over chip pairs), 2 microbatches: one sequence per chip at a time,
+                         within v5e's 15.75 GiB (fsdp=256 alone needs 17.4 GiB even with full
+                         remat, and one sequence per chip cannot be split into microbatches)
   :v6e-256  (256 chips)  batch 512 x 8192 = 4M tokens (Llama 3's batch)
 
 Commands (see launch/README.md for creating the slice and preparing data):
@@ -28,7 +36,8 @@ from lmjax.config import load_module
 
 VARIANTS = {
     None: {"batch_size": 256},
-    "v5p-128": {"batch_size": 256},
+    "v5p-128": {"batch_size": 256, "grad_accum_steps": 4},
+    "v5e-256": {"batch_size": 256, "grad_accum_steps": 2, "remat_policy": "full", "tensor": 2},
     "v6e-256": {"batch_size": 512},
 }
 
@@ -46,5 +55,9 @@ def get_config(arg=None):
     c = _llama_config()(num_layers=32, d_model=4096, num_heads=32, num_kv_heads=8, d_ff=14336,
                         tie_embeddings=False)
     c.train.seq_len = 8192
-    c.train.batch_size = VARIANTS[arg]["batch_size"]
+    v = VARIANTS[arg]
+    c.train.batch_size = v["batch_size"]
+    c.optim.grad_accum_steps = v.get("grad_accum_steps", 1)
+    c.model.remat_policy = v.get("remat_policy", c.model.remat_policy)
+    c.mesh.tensor = v.get("tensor", 1)  # fsdp=-1 takes the chips tensor leaves
     return c

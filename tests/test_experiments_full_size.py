@@ -60,7 +60,8 @@ def test_full_size_parameter_count(spec, published, hf):
 REDUCED = {
     "width": {"model.num_layers": 2, "model.d_model": 64, "model.num_heads": 4, "model.d_ff": 128,
               "model.vocab_size": 512, "model.max_seq_len": 128, "train.seq_len": 64,
-              "train.batch_size": 16},
+              # 4 microbatches (llama_8b:v5p-128) of one row on each of 8 devices.
+              "train.batch_size": 32},
     "llama": {"model.num_kv_heads": 2, "model.head_dim": 16},
 }
 

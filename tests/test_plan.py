@@ -1,4 +1,5 @@
-"""lmjax-plan: targets, the compiled step's memory against lmjax-train's own, TPU targets, errors."""
+"""lmjax-plan: targets, the compiled step's memory against lmjax-train's own, TPU targets,
+errors."""
 import json
 import math
 import os
@@ -123,7 +124,7 @@ def test_targets_parse_to_slice_shapes():
 
 
 # A model whose parameters, Adam moments and batch per device are known in closed form.
-D, F, L, V, T, B = 128, 256, 2, 256, 64, 16
+D, F, L, V, T, B = 128, 256, 1, 256, 64, 16
 TPU_MODEL = [f"--config.model.num_layers={L}", f"--config.model.d_model={D}",
              "--config.model.num_heads=4", f"--config.model.d_ff={F}",
              f"--config.model.vocab_size={V}", f"--config.model.max_seq_len={T}",
@@ -160,6 +161,11 @@ def test_tpu_target_compiles_with_no_tpu_and_counts_match_closed_forms():
     formula = (6 * (matrices + scales) + 12 * L * D * T) * B * T / 8
     assert rec["formula_flops"] == pytest.approx(formula, rel=1e-6)
     assert 1.0 <= rec["xla_flops"] / formula < 1.3, rec["xla_flops"] / formula
+    # The planner's own matmul count from the step's jaxpr: every weight 6 FLOPs a token, the
+    # scores and values 12LdT; with no loop, nothing to scale.
+    assert rec["matmul_flops"] == (6 * matrices + 12 * L * D * T) * B * T / 8
+    assert rec["loop_scale"] == rec["byte_scale"] == 1.0 and rec["flops"] == rec["xla_flops"]
+    assert rec["collective_bytes"] > 0 and rec["ici_s"] > 0  # fsdp gathers the weights
     assert rec["step_source"] == "cost model" and rec["step_s"] > 0
     assert 0 < rec["mfu"] < 1
     assert rec["tokens_per_s_per_chip"] == pytest.approx(B * T / 8 / rec["step_s"])

@@ -10,6 +10,7 @@ import time
 
 from lmjax.model import flops_per_token
 from lmjax.parallel import mesh as mesh_lib
+from lmjax.plan import flops as flops_lib, hlo
 from lmjax.parallel.shardings import bytes_per_device
 from lmjax.train import memory, state as state_lib, step as step_lib
 
@@ -33,7 +34,15 @@ class Compiled:
     xla_flops: float = 0.0
     xla_bytes: float = 0.0
     optimal_seconds: float = 0.0  # the TPU cost model's estimate; 0 where it gives none
+    optimal_raw: float = 0.0  # what the cost model answered (negative: no estimate)
     formula_flops: float = 0.0  # 6N + 12LdT per token, times this device's tokens
+    # Loop bodies counted in full against once, as XLA's analysis counts them (flops.py, hlo.py):
+    matmul_flops: float = 0.0
+    matmul_flops_once: float = 0.0
+    hbm_bytes: float = 0.0
+    hbm_bytes_once: float = 0.0
+    collective_bytes: float = 0.0
+    collective_bytes_once: float = 0.0
 
 
 def _oom(message: str):
@@ -67,7 +76,8 @@ def compile_step(cfg, devices, limit: int = 0) -> Compiled:
     step = step_lib.build(cfg, mesh)
     state, batch = step.abstract_state(), step.abstract_batch()
     t = cfg.train
-    formula = flops_per_token(cfg.model, t.seq_len, state_lib.matmul_params(state.params))
+    formula = flops_per_token(cfg.model, t.seq_len,
+                              state_lib.matmul_params(state.params, cfg.model))
     formula *= t.batch_size * t.seq_len / len(devices)
     start = time.perf_counter()
     if limit:
@@ -76,7 +86,8 @@ def compile_step(cfg, devices, limit: int = 0) -> Compiled:
             return Compiled(dict(mesh.shape), fp, 0.0, hbm_limit=limit, formula_flops=formula,
                             oom="not compiled: the state and batch alone exceed the memory")
     with step.context():
-        lowered = step.train_step.lower(state, batch)
+        traced = step.train_step.trace(state, batch)
+        lowered = traced.lower()
         try:
             compiled = lowered.compile()
         except jax.errors.JaxRuntimeError as e:
@@ -91,6 +102,7 @@ def compile_step(cfg, devices, limit: int = 0) -> Compiled:
             return Compiled(dict(mesh.shape), fp, time.perf_counter() - start,
                             oom=str(e).splitlines()[0], hbm_limit=have, formula_flops=formula)
     compile_s = time.perf_counter() - start
+    traffic = hlo.traffic(compiled.as_text())
     cost = compiled.cost_analysis() or {}
     if isinstance(cost, (list, tuple)):  # older jax: one dict per program
         cost = cost[0] if cost else {}
@@ -99,8 +111,14 @@ def compile_step(cfg, devices, limit: int = 0) -> Compiled:
                     xla_flops=float(cost.get("flops", 0.0)),
                     xla_bytes=float(cost.get("bytes accessed", 0.0)),
                     # The cost model answers negative for programs it cannot model.
-                    optimal_seconds=optimal if optimal > 0 else 0.0,
-                    formula_flops=formula, hbm_limit=limit)
+                    optimal_seconds=optimal if optimal > 0 else 0.0, optimal_raw=optimal,
+                    formula_flops=formula, hbm_limit=limit,
+                    matmul_flops=flops_lib.matmul_flops(traced.jaxpr) / len(devices),
+                    matmul_flops_once=flops_lib.matmul_flops(traced.jaxpr, once=True)
+                    / len(devices),
+                    hbm_bytes=traffic.hbm, hbm_bytes_once=traffic.hbm_once,
+                    collective_bytes=traffic.collective,
+                    collective_bytes_once=traffic.collective_once)
 
 
 def usable_memory(device) -> int:

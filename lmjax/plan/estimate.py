@@ -1,11 +1,14 @@
 """From one compile's numbers to a step time, tokens/s and MFU, and the chip they are for.
 
 Step time is the TPU cost model's `optimal_seconds` where the backend gives one, otherwise a
-roofline: max(FLOPs / peak, bytes accessed / HBM bandwidth) per device. XLA's cost analysis
-counts a while loop's body once (a `scan` over layers or microbatches, blockwise attention), so
-where it counts fewer FLOPs than the 6N + 12LdT formula, FLOPs and cost-model seconds are scaled
-up by that ratio, and the output says so. Bytes have no independent total to correct against,
-and much of them (the optimizer update) lies outside any loop: they stay as XLA counts them.
+roofline: the largest of FLOPs / peak, HBM bytes / bandwidth and collective bytes / the
+incoming half of the chip's ICI bandwidth, per device (perfect overlap: a lower bound).
+
+XLA's cost analysis counts a while loop's body once (a `scan` over layers or microbatches).
+The planner counts the same step again with every iteration: matmul FLOPs from the step's
+jaxpr (flops.py), HBM and collective bytes from the optimized HLO (hlo.py), each both ways.
+XLA's FLOPs and bytes are scaled by those ratios (loop bodies in full / once), and the cost
+model's seconds by the roofline's ratio, so XLA's accounting of what it fused stays the base.
 """
 import dataclasses
 import os
@@ -22,10 +25,12 @@ class Facts:
     peak_flops: float
     bandwidth: float
     source: str
+    ici_bandwidth: float = 0.0  # 0: communication is left out of the roofline
 
 
 def tpu_facts(chip: Chip) -> Facts:
-    return Facts(chip.name, chip.hbm_bytes, chip.peak_flops, chip.hbm_bandwidth, chip.source)
+    return Facts(chip.name, chip.hbm_bytes, chip.peak_flops, chip.hbm_bandwidth, chip.source,
+                 chip.ici_bandwidth)
 
 
 def _measure_bandwidth(n_bytes: int = 2 ** 28, repeats: int = 5) -> float:
@@ -58,20 +63,29 @@ def cpu_facts(num_devices: int) -> Facts:
                  f"streaming, {ram / 2 ** 30:.0f} GiB RAM, shared by {num_devices} device(s)")
 
 
+def _ratio(full: float, once: float) -> float:
+    return full / once if once > 0 and full > once else 1.0
+
+
 def estimate(compiled, facts: Facts, tokens_per_device: float) -> dict:
     """Step time, throughput and MFU of a `Compiled` on devices with `facts`."""
     c = compiled
-    loop_scale = 1.0
-    if c.xla_flops > 0 and c.formula_flops > c.xla_flops:
-        loop_scale = c.formula_flops / c.xla_flops
-    flops, bytes_ = c.xla_flops * loop_scale, c.xla_bytes
+    loop_scale = _ratio(c.matmul_flops, c.matmul_flops_once)
+    byte_scale = _ratio(c.hbm_bytes, c.hbm_bytes_once)
+    flops, bytes_ = c.xla_flops * loop_scale, c.xla_bytes * byte_scale
     compute_s, memory_s = flops / facts.peak_flops, bytes_ / facts.bandwidth
-    roofline_s = max(compute_s, memory_s)
-    cost_model_s = c.optimal_seconds * loop_scale
+    # A collective's bytes arrive over the incoming half of the chip's bidirectional links.
+    link = facts.ici_bandwidth / 2
+    ici_s = c.collective_bytes / link if link else 0.0
+    roofline_s = max(compute_s, memory_s, ici_s)
+    once_s = max(c.xla_flops / facts.peak_flops, c.xla_bytes / facts.bandwidth,
+                 c.collective_bytes_once / link if link else 0.0)
+    cost_model_s = c.optimal_seconds * (roofline_s / once_s if once_s > 0 else 1.0)
     step_s = cost_model_s or roofline_s
-    out = {"loop_scale": loop_scale, "flops": flops, "bytes_accessed": bytes_,
-           "compute_s": compute_s, "memory_s": memory_s, "roofline_s": roofline_s,
-           "cost_model_s": cost_model_s, "step_s": step_s,
+    out = {"loop_scale": loop_scale, "byte_scale": byte_scale, "flops": flops,
+           "bytes_accessed": bytes_, "collective_bytes": c.collective_bytes,
+           "compute_s": compute_s, "memory_s": memory_s, "ici_s": ici_s,
+           "roofline_s": roofline_s, "cost_model_s": cost_model_s, "step_s": step_s,
            "step_source": "cost model" if cost_model_s else "roofline",
            "tokens_per_s_per_device": 0.0, "mfu": 0.0}
     if step_s > 0:

@@ -18,8 +18,10 @@ def record(cfg, target, facts, compiled, overrides=None) -> dict:
     rec.update(estimate_lib.fit(compiled, facts))
     est = estimate_lib.estimate(compiled, facts, tokens_per_device)
     rec.update(xla_flops=compiled.xla_flops, xla_bytes=compiled.xla_bytes,
-               formula_flops=compiled.formula_flops, **est,
-               peak_flops=facts.peak_flops, bandwidth=facts.bandwidth, facts_source=facts.source,
+               formula_flops=compiled.formula_flops, matmul_flops=compiled.matmul_flops,
+               cost_model_raw=compiled.optimal_raw, **est,
+               peak_flops=facts.peak_flops, bandwidth=facts.bandwidth,
+               ici_bandwidth=facts.ici_bandwidth, facts_source=facts.source,
                compile_s=compiled.compile_s, oom=compiled.oom,
                overrides=dict(overrides or {}))
     rec["tokens_per_s_per_chip"] = rec.pop("tokens_per_s_per_device")
@@ -60,6 +62,7 @@ def advice(cfg, rec) -> str:
 
 def lines(rec, experiment: str) -> list[str]:
     mem = rec["memory"]
+    refused = "  (at least: XLA refused the program)" if rec["oom"].startswith("RESOURCE") else ""
     mesh = " x ".join(f"{k}={v}" for k, v in rec["mesh"].items())
     out = [f"lmjax-plan: {experiment} on {rec['device']} {rec['topology']}"
            f"{' x %d slices' % rec['num_slices'] if rec['num_slices'] > 1 else ''}: "
@@ -70,7 +73,7 @@ def lines(rec, experiment: str) -> list[str]:
            f"  optimizer state  {_gib(mem['optimizer']):>12}",
            f"  batch            {_gib(mem['batch']):>12}",
            f"  temporaries      {_gib(mem['temporaries']):>12}"
-           f"{'  (at least: XLA refused the program)' if rec['oom'].startswith('RESOURCE') else ''}",
+           f"{refused}",
            f"  other outputs    {_gib(mem['outputs']):>12}",
            f"  total            {_gib(mem['total']):>12}"]
     limit = (f"{_gib(rec['memory_bytes'])} per chip ({_gib(rec['limit_bytes'])} usable by XLA)"
@@ -83,13 +86,20 @@ def lines(rec, experiment: str) -> list[str]:
     if rec["oom"]:
         out.append(f"no step-time estimate: {rec['oom']}")
     else:
-        scaled = (f" (loop bodies counted once by XLA: FLOPs scaled x{rec['loop_scale']:.2f})"
-                  if rec["loop_scale"] > 1 else "")
-        out += [f"FLOPs per step per device: XLA {rec['xla_flops']:.4g}, 6N+12LdT "
-                f"{rec['formula_flops']:.4g}{scaled}",
-                f"step time: {rec['step_s'] * 1e3:.4g} ms ({rec['step_source']}); roofline "
+        loops = (f" (XLA counts loop bodies once: x{rec['loop_scale']:.2f} FLOPs, "
+                 f"x{rec['byte_scale']:.2f} bytes for every iteration)"
+                 if rec["loop_scale"] > 1 or rec["byte_scale"] > 1 else "")
+        ici = (f", ICI {rec['ici_s'] * 1e3:.4g} for {rec['collective_bytes'] / GiB:.2f} GiB of "
+               "collectives" if rec["ici_bandwidth"] else "")
+        model = ("cost model" if rec["cost_model_s"] else
+                 "roofline; the TPU cost model gave no estimate" if rec["cost_model_raw"] < 0
+                 else "roofline")
+        out += [f"FLOPs per step per device: {rec['flops']:.4g} (matmuls "
+                f"{rec['matmul_flops']:.4g}), 6N+12LdT {rec['formula_flops']:.4g}{loops}",
+                f"HBM bytes per step per device: {rec['bytes_accessed']:.4g}",
+                f"step time: {rec['step_s'] * 1e3:.4g} ms ({model}); roofline "
                 f"{rec['roofline_s'] * 1e3:.4g} ms = max(compute {rec['compute_s'] * 1e3:.4g}, "
-                f"memory {rec['memory_s'] * 1e3:.4g})",
+                f"memory {rec['memory_s'] * 1e3:.4g}{ici})",
                 f"tokens/s per chip: {rec['tokens_per_s_per_chip']:,.0f}; MFU "
                 f"{100 * rec['mfu']:.1f}% of {rec['peak_flops'] / 1e12:.4g} TFLOP/s",
                 f"chip facts: {rec['facts_source']}"]

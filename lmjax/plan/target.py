@@ -83,8 +83,8 @@ def parse(spec: str, num_slices: int = 1) -> Target:
         count = int(named.group(2))
         chips = count // facts.cores_per_chip
         if count % facts.cores_per_chip or chips < 1 or chips & (chips - 1):
-            raise UsageError(f"--target={spec}: {facts.name} slices are named by "
-                             f"{'TensorCores (two per chip)' if facts.cores_per_chip == 2 else 'chips'}"
+            unit = "TensorCores (two per chip)" if facts.cores_per_chip == 2 else "chips"
+            raise UsageError(f"--target={spec}: {facts.name} slices are named by {unit}"
                              f" in powers of two; for other shapes give the topology, e.g. "
                              f"{facts.topology_prefix}:{'4x4x12' if facts.dims == 3 else '8x16'}")
         shape = _shape_for(chips, facts.dims)
