@@ -3,10 +3,12 @@
 Candidates vary the mesh split over MESH_AXES, the remat policy, gradient-accumulation
 microbatches and layer scan. Trying every combination would cost hundreds of compiles, so the
 search goes one dimension at a time: every mesh first, then the remat policies, microbatch
-counts and scan setting for the best few layouts so far. A candidate whose parameters, optimizer
-state and batch alone exceed the device's memory is ruled out without compiling. Compiles run in
-parallel processes, as many as the cores and memory allow. Fields given on the command line
-(`--config.mesh.tensor=1`, `--config.model.scan_layers=True`) are held fixed.
+counts and scan setting for the best few layouts so far. Two rules skip compiles that could
+not fit: a candidate whose parameters, optimizer state and batch alone exceed the device's
+memory, and, for one layout, a remat policy that saves more (or fewer microbatches) than one
+that already does not fit. Compiles run in parallel processes, as many as the cores and memory
+allow. Fields given on the command line (`--config.mesh.tensor=1`,
+`--config.model.scan_layers=True`) are held fixed: each one held removes a stage.
 """
 import concurrent.futures
 import math
@@ -16,8 +18,11 @@ import time
 
 from lmjax.parallel.mesh import BATCH_AXES, MESH_AXES
 
-REMAT_POLICIES = ("none", "dots_with_no_batch_dims_saveable", "dots_saveable", "full")
-MICROBATCHES = (1, 2, 4, 8)
+# Each from the least memory to the most: for one layout, a value after one that does not fit
+# is ruled out without compiling (fewer microbatches, or more saved activations, need more).
+REMAT_POLICIES = ("full", "dots_with_no_batch_dims_saveable", "dots_saveable", "none")
+MICROBATCHES = (8, 4, 2, 1)
+MONOTONE = ("model.remat_policy", "optim.grad_accum_steps")
 KEEP = 2  # layouts carried from one stage to the next
 COMPILE_MEMORY = 6 * 2 ** 30  # host memory one large compile may take
 
@@ -53,6 +58,7 @@ def mesh_candidates(cfg, num_devices: int) -> list[dict]:
 
 
 def _variants(cfg, base: dict, field: str, values) -> list[dict]:
+    """`base` with `field` set to each value (in order), where the global batch allows it."""
     out = []
     for value in values:
         candidate = dict(base, **{field: value})
@@ -162,28 +168,59 @@ def run(cfg, target, args, overrides) -> dict:
             jobs, mp_context=context, initializer=_init_worker,
             initargs=(args.config, target, dict(overrides), facts, limit)) as pool:
 
-        def stage(name, candidates):
-            todo = [c for c in candidates if _label(c) not in done]
-            print(f"search: {name}: {len(todo)} candidate(s) on {jobs} process(es)", flush=True)
-            futures = {pool.submit(evaluate, c): c for c in todo}
-            for future in concurrent.futures.as_completed(futures):
-                rec = future.result()
-                done[_label(rec["overrides"])] = rec
+        def out_of_memory(rec):
+            return not rec.get("fits") and rec.get("headroom_bytes", 0) < 0
+
+        def stage(name, chains, field=None):
+            """Evaluates each chain of candidates in order; in a chain of a MONOTONE field, a
+            candidate that does not fit rules out the rest of its chain."""
+            todo = sum(1 for chain in chains for c in chain if _label(c) not in done)
+            print(f"search: {name}: {todo} candidate(s) on {jobs} process(es)", flush=True)
+            running = {}
+
+            def advance(chain):
+                while chain:
+                    candidate = chain.pop(0)
+                    rec = done.get(_label(candidate))
+                    if rec is None:
+                        running[pool.submit(evaluate, candidate)] = chain
+                        return
+                    if field in MONOTONE and out_of_memory(rec):
+                        value = candidate[field]
+                        for rest in (c for c in chain if _label(c) not in done):
+                            note(rest, f"needs more memory than {field.split('.')[-1]}="
+                                       f"{value}, which does not fit")
+                        return
+
+            def note(candidate, why):
+                rec = {"overrides": candidate, "fits": False, "skipped": why}
+                done[_label(candidate)] = rec
                 print(f"  {_row(len(done), rec)}", flush=True)
+
+            for chain in chains:
+                advance(list(chain))
+            while running:
+                finished, _ = concurrent.futures.wait(
+                    running, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in finished:
+                    chain = running.pop(future)
+                    rec = future.result()
+                    done[_label(rec["overrides"])] = rec
+                    print(f"  {_row(len(done), rec)}", flush=True)
+                    advance([rec["overrides"], *chain])  # done now: may rule out the rest
             return sorted(done.values(), key=_key)[:KEEP]
 
         # Fields set on the command line stay as set; the search varies the others.
         meshes = [m for m in mesh_candidates(cfg, target.num_devices)
                   if all(str(v) == str(overrides[k]) for k, v in m.items() if k in overrides)]
-        best = stage("mesh", [dict(base, **m) for m in meshes])
+        best = stage("mesh", [[dict(base, **m)] for m in meshes])
         for field, values in (("model.remat_policy", REMAT_POLICIES),
                               ("optim.grad_accum_steps", MICROBATCHES),
                               ("model.scan_layers", (True, False))):
             if field in overrides:
                 continue
-            candidates = [v for rec in best for v in _variants(cfg, rec["overrides"], field,
-                                                                  values)]
-            best = stage(field, candidates)
+            chains = [_variants(cfg, rec["overrides"], field, values) for rec in best]
+            best = stage(field, chains, field)
     ranked = sorted(done.values(), key=_key)
     elapsed = time.perf_counter() - start
     print(f"\nlayouts of {args.config} on {target.describe()}, ranked by estimated step time:")
@@ -197,7 +234,7 @@ def run(cfg, target, args, overrides) -> dict:
           "out before compiling")
     winner = dict(ranked[0])
     if winner.get("fits"):
-        flags = " ".join(f"--config.{k}={v}" for k, v in winner["overrides"].items())
+        flags = " ".join(f"--config.{k}={v}" for k, v in sorted(winner["overrides"].items()))
         print(f"best layout: {flags}")
     else:
         print("no candidate fits; use a larger slice or a smaller batch")
