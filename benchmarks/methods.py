@@ -1,65 +1,89 @@
 """Step-time cost of the training methods against the plain AdamW step, side by side.
 
-    python benchmarks/methods.py [--sizes baby,default] [--steps 0] [--rounds 1]
+    python benchmarks/methods.py [--sizes baby,default] [--steps 0] [--warmup -1]
 
 shakespeare_char at each size, as shipped but with dropout 0 and AdamW (the plain step), then
-one change at a time: model.dropout=0.2, model.z_loss=1e-4, model.qk_norm (where the model has
-it), optim.name=muon; and nanoGPT (PyTorch) without and with dropout 0.2. Every measurement is its
-own process (benchmarks/train_throughput.py's children), alternated round by round so a machine
-that gets busier penalises none; the table gives median ms/step and the ratio to the plain step.
+one change at a time: model.dropout=0.2, model.z_loss=1e-4, model.qk_norm, optim.name=muon; and
+nanoGPT's step (PyTorch, eager, 2 threads: benchmarks/nanogpt_torch.py) without and with dropout
+0.2. A size's steps are all built (and compiled) in one process, then run in turns, one step of
+each per round (each round starting one variant further on), so a machine that gets busier or
+quieter meanwhile penalises none of them. The table gives the median ms/step over the timed
+rounds and the ratio to the same program's plain step.
 """
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-THROUGHPUT = os.path.join(HERE, "train_throughput.py")
+ROOT = os.path.dirname(HERE)
+EXPERIMENT = os.path.join(ROOT, "experiments", "shakespeare_char.py")
 PLAIN = {"model.dropout": 0.0, "optim.name": "adamw"}
+VARIANTS = {"adamw (plain)": {}, "dropout 0.2": {"model.dropout": 0.2},
+            "z_loss 1e-4": {"model.z_loss": 1e-4}, "qk_norm": {"model.qk_norm": True},
+            "muon": {"optim.name": "muon"}}
 
 
-def variants():
-    sys.path.insert(0, os.path.dirname(HERE))
-    from lmjax.config import base_config
-    out = {"adamw (plain)": {}, "dropout 0.2": {"model.dropout": 0.2},
-           "z_loss 1e-4": {"model.z_loss": 1e-4}}
-    if "qk_norm" in base_config().model:
-        out["qk_norm"] = {"model.qk_norm": True}
-    out["muon"] = {"optim.name": "muon"}
-    return out
+def lmjax_step(size, overrides):
+    """One lmjax train step of the experiment with `overrides` on a fresh batch: its seconds."""
+    import jax
+    from benchmarks.common import build_step, load
+    compiled, state, batch, _, _ = build_step(load(f"{EXPERIMENT}:size={size}",
+                                                   {**PLAIN, **overrides}))
+    held = [state]
+
+    def step():
+        b = batch()
+        start = time.perf_counter()
+        held[0], metrics = compiled(held[0], b)
+        jax.block_until_ready(metrics)
+        return time.perf_counter() - start
+    return step
 
 
-def spawn(args):
-    out = subprocess.run([sys.executable, THROUGHPUT, *args], capture_output=True, text=True,
-                         check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["s_per_step"]
+def torch_step(size, dropout):
+    from benchmarks.common import load
+    from benchmarks.nanogpt_torch import nanogpt_step
+    m, t = (lambda c: (c.model, c.train))(load(f"{EXPERIMENT}:size={size}"))
+    return nanogpt_step(m.vocab_size, m.num_layers, m.num_heads, m.d_model, t.seq_len,
+                        t.batch_size, dropout=dropout)
+
+
+def measure(size, steps, warmup):
+    """{name: median seconds per step}, the steps of every variant interleaved round by round."""
+    runs = {}
+    for name, overrides in VARIANTS.items():
+        print(f"  {size}: building {name} ...", file=sys.stderr, flush=True)
+        runs[name] = lmjax_step(size, overrides)
+    for dropout in (0.0, 0.2):
+        runs[f"nanoGPT dropout {dropout}"] = torch_step(size, dropout)
+    times, names = {name: [] for name in runs}, list(runs)
+    for r in range(warmup + steps):
+        print(f"  {size}: round {r + 1} of {warmup + steps}", file=sys.stderr, flush=True)
+        # Each round starts one further along: a step right after another program's (whose
+        # threads may still spin) is every variant's turn, not always the plain step's.
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            seconds = runs[name]()
+            if r >= warmup:
+                times[name].append(seconds)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="baby,default")
-    parser.add_argument("--steps", type=int, default=0, help="timed steps (0 = 20 baby, 3 default)")
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=0,
+                        help="timed rounds (0 = 20 baby, 3 default)")
+    parser.add_argument("--warmup", type=int, default=-1,
+                        help="untimed rounds first (-1 = 2 baby, 1 default)")
     args = parser.parse_args()
+    sys.path.insert(0, ROOT)
     rows = []
     for size in args.sizes.split(","):
         steps = args.steps or (20 if size == "baby" else 3)
-        runs = {}
-        for _ in range(args.rounds):
-            for name, overrides in variants().items():
-                print(f"  {size}: {name} ...", file=sys.stderr, flush=True)
-                runs.setdefault(name, []).append(spawn([
-                    "--child=lmjax", f"--size={size}", f"--steps={steps}",
-                    f"--overrides={json.dumps({**PLAIN, **overrides})}"]))
-            for dropout in (0.0, 0.2):
-                name = f"nanoGPT dropout {dropout}"
-                print(f"  {size}: {name} ...", file=sys.stderr, flush=True)
-                runs.setdefault(name, []).append(spawn([
-                    "--child=nanogpt", f"--size={size}", f"--steps={steps}",
-                    f"--dropout={dropout}"]))
-        medians = {name: statistics.median(times) for name, times in runs.items()}
+        warmup = args.warmup if args.warmup >= 0 else (2 if size == "baby" else 1)
+        medians = measure(size, steps, warmup)
         plain, torch_plain = medians["adamw (plain)"], medians["nanoGPT dropout 0.0"]
         for name, seconds in medians.items():
             base = torch_plain if name.startswith("nanoGPT") else plain

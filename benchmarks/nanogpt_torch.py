@@ -59,9 +59,9 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
 
 
-def time_nanogpt(vocab, layers, heads, d, seq_len, batch, steps, warmup=2, threads=2, seed=0,
-                 dropout=0.0):
-    """Median seconds per train step (forward, backward, clip, AdamW), as nanoGPT's train.py."""
+def nanogpt_step(vocab, layers, heads, d, seq_len, batch, threads=2, seed=0, dropout=0.0):
+    """A function that runs one train step (forward, backward, clip, AdamW) as nanoGPT's train.py
+    does, on a fresh random batch, and returns its wall time in seconds."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     model = GPT(vocab, seq_len, layers, heads, d, dropout)
@@ -71,8 +71,8 @@ def time_nanogpt(vocab, layers, heads, d, seq_len, batch, steps, warmup=2, threa
                              {"params": no_decay, "weight_decay": 0.0}], lr=1e-3,
                             betas=(0.9, 0.99))
     rng = np.random.default_rng(seed)
-    times = []
-    for i in range(warmup + steps):
+
+    def step():
         ids = torch.from_numpy(rng.integers(0, vocab, (batch, seq_len + 1)).astype(np.int64))
         start = time.perf_counter()
         loss = model(ids[:, :-1], ids[:, 1:])
@@ -80,6 +80,13 @@ def time_nanogpt(vocab, layers, heads, d, seq_len, batch, steps, warmup=2, threa
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        return time.perf_counter() - start
+    return step
+
+
+def time_nanogpt(vocab, layers, heads, d, seq_len, batch, steps, warmup=2, threads=2, seed=0,
+                 dropout=0.0):
+    """Median seconds per train step after warm-up."""
+    step = nanogpt_step(vocab, layers, heads, d, seq_len, batch, threads, seed, dropout)
+    times = [step() for _ in range(warmup + steps)]
+    return float(np.median(times[warmup:]))

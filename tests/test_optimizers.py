@@ -11,7 +11,8 @@ import pytest
 if __name__ != "__main__":
     import jax
     from tests import helpers
-    from lmjax.train.optim import OPTIMIZERS, decay_mask, hidden_matrices, make_optimizer, param_axes
+    from lmjax.train.optim import (OPTIMIZERS, decay_mask, hidden_matrices, make_optimizer,
+                                   param_axes)
 
 NAMES = ("adamw", "adafactor", "lion", "muon")
 FAST = ("lion",)  # the cheapest to compile; the others are slow-marked where a test compiles
