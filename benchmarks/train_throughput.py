@@ -4,12 +4,13 @@
         [--train_to_end] [--nanogpt_dir=PATH]
 
 Each measurement runs in its own process (so peak RSS is that program's alone), alternating
-lmjax and nanoGPT (A B A B) so a machine that gets busier penalises neither. The table gives the
-median step time after warm-up, tokens/s, MFU against the f32 matmul peak measured in the same
-run, compile time and peak RSS. --train_to_end also trains the baby config to its last step with
-lmjax-train and reports the final eval loss. FLOPs per token: 6·N + 12·L·d·T (N without the
-position table), the same formula for both programs. With --nanogpt_dir (a checkout of
-karpathy/nanoGPT) the real train.py is timed as a third program in the same rotation
+lmjax, its variants (VARIANTS: other settings, or glibc told to keep freed memory) and nanoGPT
+(A B C A B C) so a machine that gets busier penalises none. The table gives the median step
+time after warm-up, tokens/s, MFU against the f32 matmul peak measured in the same run, compile
+time and peak RSS. --train_to_end also trains the baby config to its last step with lmjax-train
+and reports the final eval loss. FLOPs per token: 6·N + 12·L·d·T (N without the position
+table), the same formula for both programs. With --nanogpt_dir (a checkout of karpathy/nanoGPT)
+the real train.py is timed as another program in the same rotation
 (benchmarks/nanogpt_real.py).
 """
 import argparse
@@ -23,9 +24,16 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 EXPERIMENT = os.path.join(ROOT, "experiments", "shakespeare_char.py")
-# Beside the config as shipped: the memory-lean choice for the larger size (recompute every
-# activation in the backward pass instead of keeping the matmul outputs).
-VARIANTS = {"default": {"remat=full": {"model.remat_policy": "full"}}}
+# glibc hands XLA's freed scratch buffers back to the OS after every call and page-faults them in
+# again on the next step; these settings keep them in the process (speed for memory).
+RETAIN_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "1000000000000",
+                 "MALLOC_ARENA_MAX": "1"}
+# Beside the config as shipped, each (overrides, environment): the memory-lean choice for the
+# larger size (recompute every activation in the backward pass instead of keeping the matmul
+# outputs), and the allocator that keeps its freed memory.
+VARIANTS = {"baby": {"malloc=retain": ({}, RETAIN_MALLOC)},
+            "default": {"remat=full": ({"model.remat_policy": "full"}, {}),
+                        "malloc=retain": ({}, RETAIN_MALLOC)}}
 
 
 def child_lmjax(size, steps, overrides):
@@ -105,17 +113,17 @@ def main():
     rows = []
     for size in args.sizes.split(","):
         steps = args.steps or (30 if size == "baby" else 3)
-        variants = {"lmjax": {}, **{f"lmjax {name}": overrides
-                                    for name, overrides in VARIANTS.get(size, {}).items()}}
+        variants = {"lmjax": ({}, {}), **{f"lmjax {name}": variant
+                                          for name, variant in VARIANTS.get(size, {}).items()}}
         results = {name: [] for name in [*variants, "nanoGPT"]}
         if args.nanogpt_dir:
             results["nanoGPT train.py"] = []
         for _ in range(args.rounds):
-            for name, overrides in variants.items():
+            for name, (overrides, env) in variants.items():
                 print(f"  {size}: {name} ...", file=sys.stderr, flush=True)
                 results[name].append(spawn(["--child=lmjax", f"--size={size}",
                                             f"--steps={steps}",
-                                            f"--overrides={json.dumps(overrides)}"]))
+                                            f"--overrides={json.dumps(overrides)}"], env))
             print(f"  {size}: nanoGPT ...", file=sys.stderr, flush=True)
             results["nanoGPT"].append(spawn(["--child=nanogpt", f"--size={size}",
                                              f"--steps={steps}"]))

@@ -1,21 +1,23 @@
 """Chinchilla's compute-optimal scaling on a CPU: IsoFLOP profiles from WSD cooldown branches.
 
-Eight GPT-2-style sizes, 160k to 1.85M parameters (25k to 1.24M without the tied 4096 x d
-embedding), shaped as Chinchilla's table A9 scales them (depth and width grow together, head
-size fixed at 16, d_ff = 4 d_model). Each size's stable phase (constant LR after warmup) runs
-in segments ending exactly at 80% of each of its budgets' D = C / 6N; that budget's branch
+Seven GPT-2-style sizes, 74k to 1.08M parameters (6.6k to 608k without the tied 4096 x d
+embedding: 92x), shaped as Chinchilla's table A9 scales them (depth and width grow together,
+head size fixed at 16, d_ff = 4 d_model). Each size's stable phase (constant LR after warmup)
+runs in segments ending exactly at 80% of each of its budgets' D = C / 6N; that budget's branch
 continues from there (lmjax.study.wsd) and decays the LR to 0 over the last 20% (1-sqrt shape,
 Hägele et al. 2024), so every point's loss is at the end of its own decayed schedule. Budgets
-are C = 6ND with N the total parameter count (embeddings included, as Chinchilla counts them):
-  C = 8e12  on sizes 1-4        C = 2.4e13 on sizes 2-6        C = 7.2e13 on sizes 4-8
-18 branches and 10 stable-phase segments; 4.4e14 FLOPs of 6ND in all, D from 2.3M to 21M
-tokens (an estimate of ~2 h on a quiet 2-core machine at ~60 GFLOP/s; not measured).
+are C = 6ND with N the total parameter count (embeddings included, as Chinchilla counts them),
+a factor of 3 apart, each on the sizes around its optimum at ~20 tokens per parameter:
+  C = 2.67e12 on s0-s3        C = 8e12 on s1-s4        C = 2.4e13 on s2-s6
+13 branches and 13 stable-phase segments, 26 lmjax-sweep points; 1.37e14 FLOPs of 6ND in all,
+D from 1.2M to 15.4M tokens. (A fourth budget, 7.2e13 on s4-s8, was planned and dropped: at
+the ~3-5k tokens/s these sizes train at here it alone would take ~2 hours.)
 
 Data: a 4096-piece SentencePiece BPE on 28 public-domain Project Gutenberg books (16.4 MB,
 4.87M tokens; experiments/data/gutenberg_books.tar.xz, experiments/data/
 gutenberg_books.SOURCE.txt names them); the eval set is 3 whole held-out books (A Tale of Two
 Cities, Meditations, The Time Machine; 406k tokens, of which every eval reads the same 65k),
-never windows of the training books. The largest D repeats the corpus ~4.3 times.
+never windows of the training books. The largest D repeats the corpus ~3.2 times.
 
   mkdir -p data && tar -xJf experiments/data/gutenberg_books.tar.xz -C data
   lmjax-prepare --input=data/gutenberg/train --valid_files=data/gutenberg/valid \\
