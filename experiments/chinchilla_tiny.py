@@ -59,7 +59,7 @@ own matmul probe read 5-12 GFLOP/s, against ~100 on a quiet machine):
   1 h 52 min wall, sharing the cores with ~75 min of lmjax-plan compiles. Results, figures in
   experiments/results/chinchilla_tiny/ (results.csv, curves.csv, fits.json, report.txt,
   isoflop.png, parametric.png, wsd_curves.png). Eval loss of the decayed branches:
-      N \ C      2.67e12           8e12              2.4e13
+      N \\ C      2.67e12           8e12              2.4e13
       74k        5.117 @ 6.0M
       161k       4.934 @ 2.8M      4.767 @ 8.3M
       259k       5.007 @ 1.7M      4.692 @ 5.1M      4.538 @ 15.4M
