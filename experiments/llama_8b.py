@@ -21,8 +21,9 @@ set the global batch for a slice and, checked with lmjax-plan (README), what mak
                          each: 69.5 GiB of 95.74 (one microbatch needs 155 GiB)
   :v5e-256  (256 chips)  batch 256 x 8192 = 2M tokens; remat full, tensor=2 (heads and vocab
                          split over chip pairs), 2 microbatches: one sequence per chip at a time,
-                         within v5e's 15.75 GiB (fsdp=256 alone needs 17.4 GiB even with full
-                         remat, and one sequence per chip cannot be split into microbatches)
+                         within v5e's 15.75 GiB (fsdp=256 with XLA's attention needs 17.4
+                         GiB even with full remat; with --config.model.attention=blockwise
+                         and attention_block=256 it fits at 15.59 GiB: README)
   :v6e-256  (256 chips)  batch 512 x 8192 = 4M tokens (Llama 3's batch)
 
 Commands (see launch/README.md for creating the slice and preparing data):

@@ -114,16 +114,17 @@ def run_grid(root, widths=WIDTHS, seeds=(0,), steps=STEPS):
     run continues); writes that file with lmjax-sweep's column names."""
     import time
 
+    import io as text_io
+
     import jax
-    import numpy as np
     import optax
 
-    from lmjax import config as config_lib, validation
+    from lmjax import config as config_lib, io, validation
     from lmjax.data import make_data
     from lmjax.model import build_model
     from lmjax.train import step as step_lib
     from lmjax.train.optim import make_optimizer
-    from lmjax.train.state import TrainState
+    from lmjax.train.state import TrainState, dummy_tokens, strip_boxes
 
     os.makedirs(root, exist_ok=True)
     rows, points = [], []
@@ -155,14 +156,12 @@ def run_grid(root, widths=WIDTHS, seeds=(0,), steps=STEPS):
         tx = optax.chain(unit_tx, optax.inject_hyperparams(optax.scale)(step_size=1.0))
         train_step = jax.jit(step_lib.make_train_step(model, tx, schedule, cfg))
         eval_step = jax.jit(step_lib.make_eval_step(model, cfg))
-        tokens = np.zeros((1, cfg.train.seq_len), np.int32)
+        tokens = dummy_tokens(cfg)
         for point, seed in todo:
             lr = point["optim.lr"]
             cfg.seed = seed
             start = time.perf_counter()
-            params = jax.tree.map(lambda x: x.unbox() if hasattr(x, "unbox") else x,
-                                  model.init(jax.random.key(seed), tokens)["params"],
-                                  is_leaf=lambda x: hasattr(x, "unbox"))
+            params = strip_boxes(model.init(jax.random.key(seed), tokens)["params"])
             opt_state = tx.init(params)
             opt_state[1].hyperparams["step_size"] = jax.numpy.asarray(lr, jax.numpy.float32)
             state = TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
@@ -182,10 +181,12 @@ def run_grid(root, widths=WIDTHS, seeds=(0,), steps=STEPS):
                          "wall_time_s": time.perf_counter() - start})
             print(f"{param} d_model {width} lr {lr} seed {seed}: eval loss {eval_loss:.4f} "
                   f"({rows[-1]['wall_time_s']:.0f} s)", flush=True)
-            with open(csv_path, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(rows[-1]))
-                writer.writeheader()
-                writer.writerows({k: r.get(k, "") for k in rows[-1]} for r in rows)
+            # Atomically: an interrupted grid resumes from this file.
+            table = text_io.StringIO()
+            writer = csv.DictWriter(table, fieldnames=list(rows[-1]))
+            writer.writeheader()
+            writer.writerows({k: r.get(k, "") for k in rows[-1]} for r in rows)
+            io.write_text(csv_path, table.getvalue())
 
 
 def read_results(root):

@@ -46,6 +46,6 @@ def matmul_flops(jaxpr, once: bool = False) -> int:
         elif eqn.primitive.name == "while":  # cond_jaxpr and body_jaxpr: the body
             total += sum(inner)
         else:
-            times = _times(eqn)
-            total += (times if not once or eqn.primitive.name != "scan" else 1) * sum(inner)
+            times = 1 if once and eqn.primitive.name == "scan" else _times(eqn)
+            total += times * sum(inner)
     return total

@@ -142,12 +142,14 @@ def _hbm_bytes(instr, shapes, computations) -> int:
     for i in body:
         for position, o in enumerate(i.operands):
             users.setdefault(o, []).append((i, position))
-    root = body[-1] if body else None
-    for i in body:
-        if i.line.lstrip().startswith("ROOT"):
-            root = i
-    outputs = [inner[o] for o in root.operands if o in inner] if root and \
-        root.opcode == "tuple" else [root] if root else []
+    roots = [i for i in body if i.line.lstrip().startswith("ROOT")] or body[-1:]
+    root = roots[-1] if roots else None
+    if root is None:
+        outputs = []
+    elif root.opcode == "tuple":
+        outputs = [inner[o] for o in root.operands if o in inner]
+    else:
+        outputs = [root]
     written = 0
     for out in outputs:
         if out.opcode == "dynamic-update-slice" and len(out.operands) > 1:
