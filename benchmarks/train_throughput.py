@@ -7,8 +7,10 @@ Each measurement runs in its own process (so peak RSS is that program's alone), 
 lmjax, its variants (VARIANTS: other settings, or glibc told to keep freed memory) and nanoGPT
 (A B C A B C) so a machine that gets busier penalises none. The table gives the median step
 time after warm-up, tokens/s, MFU against the f32 matmul peak measured in the same run, compile
-time and peak RSS. --train_to_end also trains the baby config to its last step with lmjax-train
-and reports the final eval loss. FLOPs per token: 6·N + 12·L·d·T (N without the position
+time and peak RSS. --train_to_end also runs the baby config whole (process start to summary:
+start-up, data, compile, every step and eval, the sample and the plot) with lmjax-train and,
+given --nanogpt_dir, with nanoGPT's train.py, in turn, and prints each one's wall time, peak RSS
+and final eval loss. FLOPs per token: 6·N + 12·L·d·T (N without the position
 table), the same formula for both programs. With --nanogpt_dir (a checkout of karpathy/nanoGPT)
 the real train.py is timed as another program in the same rotation
 (benchmarks/nanogpt_real.py).
@@ -20,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -77,13 +80,51 @@ def spawn(args, env_extra=None):
 
 
 def train_to_end(size):
+    """{"eval_loss", "wall_s", "peak_rss_mib"} of one whole lmjax-train process: start-up,
+    data preparation, compile, every step and eval, the end-of-run sample and the plot."""
     with tempfile.TemporaryDirectory() as workdir:
-        subprocess.run([sys.executable, "-m", "lmjax.train", f"--config={EXPERIMENT}:size={size}",
-                        f"--workdir={workdir}", "--config.train.progress=False",
-                        "--config.train.sample_tokens=0"], check=True,
-                       stdout=subprocess.DEVNULL)
+        start = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "lmjax.train",
+                                 f"--config={EXPERIMENT}:size={size}", f"--workdir={workdir}",
+                                 "--config.train.progress=False"], stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"lmjax-train {size} failed")
         with open(os.path.join(workdir, "summary.json")) as f:
-            return json.load(f)["eval_loss"]
+            loss = json.load(f)["eval_loss"]
+    return {"eval_loss": loss, "wall_s": wall, "peak_rss_mib": usage.ru_maxrss / 1024}
+
+
+def end_to_end(size, rounds, nanogpt_dir):
+    """Whole runs of the config, lmjax-train and (given its checkout) nanoGPT's train.py in
+    turn, `rounds` times; prints their median wall time and largest peak RSS."""
+    sys.path.insert(0, ROOT)
+    from benchmarks import nanogpt_real
+    from benchmarks.common import load
+    cfg = load(f"{EXPERIMENT}:size={size}")
+    runs = {"lmjax-train": [], **({"nanoGPT train.py": []} if nanogpt_dir else {})}
+    for _ in range(rounds):
+        print(f"  {size}: whole lmjax-train run ...", file=sys.stderr, flush=True)
+        runs["lmjax-train"].append(train_to_end(size))
+        if nanogpt_dir:
+            print(f"  {size}: whole nanoGPT train.py run ...", file=sys.stderr, flush=True)
+            run = nanogpt_real.run(nanogpt_dir, cfg, cfg.train.steps,
+                                   eval_interval=cfg.train.eval_every)
+            runs["nanoGPT train.py"].append({**run, "eval_loss": run["val_loss"]})
+    print(f"\n| whole run, {size} ({cfg.train.steps} steps) | wall s (median of {rounds}) | "
+          "peak RSS MiB | final eval loss |")
+    print("|---|---|---|---|")
+    summary = {}
+    for name, results in runs.items():
+        wall = statistics.median(r["wall_s"] for r in results)
+        rss = max(r["peak_rss_mib"] for r in results)
+        summary[name] = (wall, rss)
+        print(f"| {name} | {wall:.1f} | {rss:,.0f} | {results[-1]['eval_loss']:.4f} |")
+    if nanogpt_dir:
+        (wall, rss), (peer_wall, peer_rss) = summary["lmjax-train"], summary["nanoGPT train.py"]
+        print(f"| lmjax-train / nanoGPT train.py (ratio) | {wall / peer_wall:.2f}x | "
+              f"{rss / peer_rss:.2f}x | |")
 
 
 def main():
@@ -138,14 +179,12 @@ def main():
         cfg = load(f"{EXPERIMENT}:size={size}")
         tokens = cfg.train.batch_size * cfg.train.seq_len
         flops = results["lmjax"][0]["flops_per_token"]
-        eval_loss = train_to_end(size) if args.train_to_end and size == "baby" else None
         size_rows = {}
         for name, runs in results.items():
             s = statistics.median(r["s_per_step"] for r in runs)
             size_rows[name] = (size, name, s * 1000, tokens / s, tokens / s * flops / peak,
                                max(r["compile_s"] for r in runs),
-                               max(r["peak_rss_mib"] for r in runs),
-                               eval_loss if name == "lmjax" else None)
+                               max(r["peak_rss_mib"] for r in runs))
         rows.extend(size_rows.values())
         for peer in ("nanoGPT", "nanoGPT train.py"):
             if peer not in size_rows:
@@ -154,18 +193,18 @@ def main():
             for name in variants:
                 row = size_rows[name]
                 rows.append((size, f"{name} / {peer}", row[2] / base[2], row[3] / base[3], None,
-                             None, row[6] / base[6], None))
+                             None, row[6] / base[6]))
 
-    header = ("config", "program", "ms/step", "tokens/s", "MFU", "compile s", "peak RSS MiB",
-              "eval loss")
+    header = ("config", "program", "ms/step", "tokens/s", "MFU", "compile s", "peak RSS MiB")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for size, name, ms, tps, mfu, comp, rss, loss in rows:
+    for size, name, ms, tps, mfu, comp, rss in rows:
         if " / nanoGPT" in name:
-            print(f"| {size} | {name} (ratio) | {ms:.2f}x | {tps:.2f}x | | | {rss:.2f}x | |")
+            print(f"| {size} | {name} (ratio) | {ms:.2f}x | {tps:.2f}x | | | {rss:.2f}x |")
             continue
-        print(f"| {size} | {name} | {ms:,.1f} | {tps:,.0f} | {mfu:.0%} | {comp:.1f} | {rss:,.0f} | "
-              f"{'' if loss is None else f'{loss:.4f}'} |")
+        print(f"| {size} | {name} | {ms:,.1f} | {tps:,.0f} | {mfu:.0%} | {comp:.1f} | {rss:,.0f} |")
+    if args.train_to_end:
+        end_to_end("baby", args.rounds, args.nanogpt_dir and os.path.abspath(args.nanogpt_dir))
 
 
 if __name__ == "__main__":

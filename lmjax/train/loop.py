@@ -160,10 +160,12 @@ class Trainer:
                  f"{flops / 1e6:.2f} MFLOPs per token")
 
         batch = shardings.global_batch(next(self.data.train), self.batch_sh)
+        memory.release_freed_host_memory()  # the init's compile and the matmul peak's buffers
         with self.mesh_context(), self.guard.phase("compile"):
             t0 = time.perf_counter()
             compiled = self.train_step.lower(state, batch).compile()
             self.describe(state, batch, compiled, time.perf_counter() - t0)
+        memory.release_freed_host_memory()
 
         progress = _progress(start, t.steps, self.is_main and t.progress)
         pending, window_start, skipped = [], time.perf_counter(), 0
@@ -216,6 +218,7 @@ class Trainer:
                     if t.eval_steps > 0:
                         with self.guard.phase("eval"):
                             losses = self.evaluate_sources(state.params)
+                        memory.release_freed_host_memory()  # the eval step's first compile
                         eval_loss = losses["eval_loss"]
                         writer.write(step, losses)
                         progress.write(f"step {step}: eval loss {eval_loss:.4f}") \
@@ -270,6 +273,7 @@ def finish(trainer: Trainer, summary: dict):
     trainer.guard.finishing()
     if cfg.train.sample_tokens > 0:
         from lmjax.infer.generate import Generator, Sampling, generate_text
+        memory.release_freed_host_memory()
         # Every process takes part: the parameters may be sharded across all of them.
         generator = Generator(cfg, trainer.state.params, trainer.mesh)
         text = generate_text(generator, trainer.data.tokenizer, [cfg.train.sample_prompt],
