@@ -9,7 +9,7 @@ from lmjax import config as config_lib, validation
 from lmjax.model import flops_per_token
 from lmjax.parallel import mesh as mesh_lib
 from lmjax.parallel import shardings as sharding
-from lmjax.train import state as state_lib, step as step_lib
+from lmjax.train import host_memory, state as state_lib, step as step_lib
 
 
 def load(spec: str, overrides: dict | None = None):
@@ -21,6 +21,7 @@ def load(spec: str, overrides: dict | None = None):
 
 def build_step(cfg):
     """(compiled step, state, batch maker, flops/token, compile seconds) for a config."""
+    host_memory.configure_host_allocator(cfg.train.host_allocator)  # as lmjax.train.loop.run
     built = step_lib.build(cfg, mesh_lib.make_mesh(cfg))
     state = built.init_state()
     rng = np.random.default_rng(0)

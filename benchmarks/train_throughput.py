@@ -8,7 +8,8 @@ lmjax, its variants (VARIANTS: other settings, or glibc told to keep freed memor
 (A B C A B C) so a machine that gets busier penalises none. The table gives the median step
 time after warm-up, tokens/s, MFU against the f32 matmul peak measured in the same run, compile
 time and peak RSS. --train_to_end also runs the baby config whole (process start to summary:
-start-up, data, compile, every step and eval, the sample and the plot) with lmjax-train and,
+start-up, data, compile, every step and eval, the sample and the plot) with lmjax-train (with
+its compilation cache cold, then warm, as WHOLE_RUN_VARIANTS lists) and,
 given --nanogpt_dir, with nanoGPT's train.py, in turn, and prints each one's wall time, peak RSS
 and final eval loss. FLOPs per token: 6·N + 12·L·d·T (N without the position
 table), the same formula for both programs. With --nanogpt_dir (a checkout of karpathy/nanoGPT)
@@ -31,12 +32,19 @@ EXPERIMENT = os.path.join(ROOT, "experiments", "shakespeare_char.py")
 # again on the next step; these settings keep them in the process (speed for memory).
 RETAIN_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "1000000000000",
                  "MALLOC_ARENA_MAX": "1"}
+RETAIN = {"train.host_allocator": "retain"}  # the same, set by the run itself (mallopt)
 # Beside the config as shipped, each (overrides, environment): the memory-lean choice for the
 # larger size (recompute every activation in the backward pass instead of keeping the matmul
-# outputs), and the allocator that keeps its freed memory.
-VARIANTS = {"baby": {"malloc=retain": ({}, RETAIN_MALLOC)},
+# outputs), and the allocator that keeps its freed memory, from the config or the environment.
+VARIANTS = {"baby": {"host_allocator=retain": (RETAIN, {}),
+                     "malloc=retain": ({}, RETAIN_MALLOC)},
             "default": {"remat=full": ({"model.remat_policy": "full"}, {}),
+                        "host_allocator=retain": (RETAIN, {}),
                         "malloc=retain": ({}, RETAIN_MALLOC)}}
+# Whole runs (--train_to_end), in this order each round, {name: overrides}: the first finds the
+# round's compilation cache empty and fills it, the others find it warm, as a rerun would.
+WHOLE_RUN_VARIANTS = {"cold compile cache": {}, "warm compile cache": {},
+                      "warm compile cache, host_allocator=retain": RETAIN}
 
 
 def child_lmjax(size, steps, overrides):
@@ -79,14 +87,18 @@ def spawn(args, env_extra=None):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def train_to_end(size):
+def train_to_end(size, overrides):
     """{"eval_loss", "wall_s", "peak_rss_mib"} of one whole lmjax-train process: start-up,
     data preparation, compile, every step and eval, the end-of-run sample and the plot."""
     with tempfile.TemporaryDirectory() as workdir:
         start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "lmjax.train",
                                  f"--config={EXPERIMENT}:size={size}", f"--workdir={workdir}",
-                                 "--config.train.progress=False"], stdout=subprocess.DEVNULL)
+                                 "--config.train.progress=False",
+                                 *(f"--config.{k}={v}" for k, v in overrides.items())],
+                                stdout=subprocess.DEVNULL, env={  # the cache the run is given
+                                    k: v for k, v in os.environ.items()
+                                    if k != "JAX_COMPILATION_CACHE_DIR"})
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         if os.waitstatus_to_exitcode(status) != 0:
@@ -103,10 +115,14 @@ def end_to_end(size, rounds, nanogpt_dir):
     from benchmarks import nanogpt_real
     from benchmarks.common import load
     cfg = load(f"{EXPERIMENT}:size={size}")
-    runs = {"lmjax-train": [], **({"nanoGPT train.py": []} if nanogpt_dir else {})}
+    variants = {f"lmjax-train, {name}": overrides for name, overrides in WHOLE_RUN_VARIANTS.items()}
+    runs = {**{name: [] for name in variants}, **({"nanoGPT train.py": []} if nanogpt_dir else {})}
     for _ in range(rounds):
-        print(f"  {size}: whole lmjax-train run ...", file=sys.stderr, flush=True)
-        runs["lmjax-train"].append(train_to_end(size))
+        with tempfile.TemporaryDirectory() as cache:
+            for name, overrides in variants.items():
+                print(f"  {size}: whole {name} run ...", file=sys.stderr, flush=True)
+                runs[name].append(train_to_end(size, {**overrides,
+                                                      "train.compile_cache_dir": cache}))
         if nanogpt_dir:
             print(f"  {size}: whole nanoGPT train.py run ...", file=sys.stderr, flush=True)
             run = nanogpt_real.run(nanogpt_dir, cfg, cfg.train.steps,
@@ -122,9 +138,11 @@ def end_to_end(size, rounds, nanogpt_dir):
         summary[name] = (wall, rss)
         print(f"| {name} | {wall:.1f} | {rss:,.0f} | {results[-1]['eval_loss']:.4f} |")
     if nanogpt_dir:
-        (wall, rss), (peer_wall, peer_rss) = summary["lmjax-train"], summary["nanoGPT train.py"]
-        print(f"| lmjax-train / nanoGPT train.py (ratio) | {wall / peer_wall:.2f}x | "
-              f"{rss / peer_rss:.2f}x | |")
+        peer_wall, peer_rss = summary["nanoGPT train.py"]
+        for name in variants:
+            wall, rss = summary[name]
+            print(f"| {name} / nanoGPT train.py (ratio) | {wall / peer_wall:.2f}x | "
+                  f"{rss / peer_rss:.2f}x | |")
 
 
 def main():

@@ -103,6 +103,12 @@ def base_config() -> ml_collections.ConfigDict:
     t.sample_tokens = 200  # tokens sampled at the end of training (0 = none)
     t.sample_prompt = "\n"
     t.progress = True
+    # system | retain: whether glibc hands freed host memory back to the OS as it goes
+    # (lmjax.train.host_memory.HOST_ALLOCATORS); retain speeds small CPU steps for memory.
+    t.host_allocator = "system"
+    # XLA's persistent compilation cache (lmjax.train.compile_cache): reruns, resumes and
+    # sweep points of the same shapes skip their compiles. "" = none.
+    t.compile_cache_dir = "~/.cache/lmjax/xla"
     # Reliability (lmjax.train.watchdog, barriers, saves): see the README's reliability table.
     t.hang_timeout_s = 0.0  # no progress for this long is a hang; 0 = max(10 x median step, 600 s)
     t.hang_compile_timeout_s = 3600.0  # the bound until the first step completes (first compile)

@@ -17,6 +17,7 @@ from lmjax.model.parametrization import PARAMETRIZATIONS
 from lmjax.model.moe import DISPATCH, EXPERT_PARALLEL
 from lmjax.model.positions import POSITIONS, ROPE_SCALINGS
 from lmjax.parallel.mesh import BATCH_AXES, mesh_shape
+from lmjax.train.host_memory import HOST_ALLOCATORS
 from lmjax.train.metrics import WRITERS, check_writer_packages
 from lmjax.train.optim import OPTIMIZERS, SCHEDULES
 from lmjax.train.schedules import DECAY_SHAPES, horizon
@@ -74,6 +75,7 @@ def validate(cfg, num_devices: int | None = None):
         "train.nonfinite": ("error", "skip"),
         "train.on_hang": ("exit", "report", "off"),
         "train.on_save_error": ("stop", "continue"),
+        "train.host_allocator": HOST_ALLOCATORS,
     }
     for field, allowed in choices.items():
         group, leaf = field.split(".")

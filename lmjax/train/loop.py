@@ -13,7 +13,9 @@ from lmjax.errors import NonFiniteError, UsageError
 from lmjax.data import make_data
 from lmjax.model import aux, flops_per_token
 from lmjax.parallel import mesh as mesh_lib, shardings
-from lmjax.train import checkpoint, memory, metrics as metrics_lib, mfu, preemption
+from lmjax.train import checkpoint, compile_cache, host_memory, memory, mfu
+from lmjax.train import metrics as metrics_lib
+from lmjax.train import preemption
 from lmjax.train import state as state_lib
 from lmjax.train import guard as guard_lib
 from lmjax.train import step as step_lib, undo
@@ -160,12 +162,12 @@ class Trainer:
                  f"{flops / 1e6:.2f} MFLOPs per token")
 
         batch = shardings.global_batch(next(self.data.train), self.batch_sh)
-        memory.release_freed_host_memory()  # the init's compile and the matmul peak's buffers
+        host_memory.release_freed_host_memory()  # the init's compile and the matmul peak's buffers
         with self.mesh_context(), self.guard.phase("compile"):
             t0 = time.perf_counter()
             compiled = self.train_step.lower(state, batch).compile()
             self.describe(state, batch, compiled, time.perf_counter() - t0)
-        memory.release_freed_host_memory()
+        host_memory.release_freed_host_memory()
 
         progress = _progress(start, t.steps, self.is_main and t.progress)
         pending, window_start, skipped = [], time.perf_counter(), 0
@@ -218,7 +220,7 @@ class Trainer:
                     if t.eval_steps > 0:
                         with self.guard.phase("eval"):
                             losses = self.evaluate_sources(state.params)
-                        memory.release_freed_host_memory()  # the eval step's first compile
+                        host_memory.release_freed_host_memory()  # the eval step's first compile
                         eval_loss = losses["eval_loss"]
                         writer.write(step, losses)
                         progress.write(f"step {step}: eval loss {eval_loss:.4f}") \
@@ -273,7 +275,7 @@ def finish(trainer: Trainer, summary: dict):
     trainer.guard.finishing()
     if cfg.train.sample_tokens > 0:
         from lmjax.infer.generate import Generator, Sampling, generate_text
-        memory.release_freed_host_memory()
+        host_memory.release_freed_host_memory()
         # Every process takes part: the parameters may be sharded across all of them.
         generator = Generator(cfg, trainer.state.params, trainer.mesh)
         text = generate_text(generator, trainer.data.tokenizer, [cfg.train.sample_prompt],
@@ -307,6 +309,9 @@ def run(cfg, workdir: str) -> dict:
     created: the workdir itself, WORKDIR/data prepared on first use, checkpoints/. A run refused
     because another one holds the workdir touches nothing.
     """
+    # Before the first computation, while XLA's threads have not yet allocated.
+    host_memory.configure_host_allocator(cfg.train.host_allocator)
+    compile_cache.use_compile_cache(cfg.train.compile_cache_dir)  # before the first compile
     new = undo.NewEntries(workdir)
     refused_in_setup = False
     try:

@@ -3,33 +3,7 @@
 lmjax-train prints it for the step it runs and lmjax-plan for the step it compiles ahead of
 time, so the two can be compared to the byte.
 """
-import ctypes
-import ctypes.util
-import functools
-
 from lmjax.parallel.shardings import bytes_per_device
-
-
-@functools.cache
-def _malloc_trim():
-    """glibc's malloc_trim, or None where the C library has none (macOS, musl)."""
-    try:
-        return getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None)
-    except OSError:
-        return None
-
-
-def release_freed_host_memory() -> None:
-    """Returns the host memory the process has freed to the OS.
-
-    XLA's compiler allocates and frees a few hundred MiB per compile (about 300 MiB for the baby
-    shakespeare_char step); glibc keeps those pages mapped, so each later compile, eval or save
-    adds to the peak instead of reusing them. Called after each compile, it keeps the peak at the
-    largest single compile's. Device memory is untouched.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def footprint(compiled, state, batch) -> dict:
