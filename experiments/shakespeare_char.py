@@ -16,12 +16,20 @@ Measured here (2-core CPU): 1.8795 (benchmarks/train_throughput.py --sizes baby 
 1.8762 in a separate run; with nanoGPT's no-bias, exact-GELU model 1.8898.
 Expected (default): nanoGPT's README reports val 1.4697 after 5000 iterations on one A100, with
 dropout 0.2 (on the embeddings, attention probabilities, attention and MLP outputs), as here.
-Warmup follows nanoGPT's get_lr: lr * (step + 1) / (warmup + 1).
+Warmup follows nanoGPT's get_lr: lr * (step + 1) / (warmup + 1). The first 10 steps of default
+side by side with nanoGPT's train.py (each from its own init and batches, so equal in
+expectation, not digit for digit; `python benchmarks/nanogpt_losses.py --nanogpt_dir=PATH
+--size default --steps 10 --every 1`, train loss of each step, then val loss on 20 batches):
+    step      1      2      3      4      5      6      7      8      9     10   val
+    lmjax  4.2425 4.0969 3.8549 3.6430 3.5070 3.4126 3.3487 3.2931 3.2593 3.1814 3.0903
+  nanoGPT  4.2645 4.1227 3.8859 3.6663 3.5036 3.4251 3.3610 3.3244 3.2775 3.2338 3.1227
 
 Speed on a 2-core CPU, side by side with nanoGPT (PyTorch, eager, 2 threads), from
-`python benchmarks/train_throughput.py`: baby 38.0 ms/step vs nanoGPT 38.4 (0.99x); default
-8.63 s/step vs 7.66 (1.13x) at 3.3 GiB peak RSS vs 4.1 GiB, or with
-`--config.model.remat_policy=full` 9.75 s/step at 1.9 GiB.
+`python benchmarks/train_throughput.py`: on an AMD Zen 4, baby 38.0 ms/step vs nanoGPT 38.4
+(0.99x); default 8.63 s/step vs 7.66 (1.13x) at 3.3 GiB peak RSS vs 4.1 GiB, or with
+`--config.model.remat_policy=full` 9.75 s/step at 1.9 GiB. On an Intel Xeon with AMX, baby
+41.6 ms/step vs nanoGPT's train.py 29.6 (1.40x), where torch's small f32 matmuls are faster
+than XLA's (benchmarks/matmul_shapes.py).
 """
 import os
 

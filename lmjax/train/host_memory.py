@@ -41,8 +41,8 @@ def _system() -> None:
 def _retain() -> None:
     """Keeps freed memory in the process: no mmapped blocks (so no unmapping on free), no automatic
     trimming of the heap, one arena. XLA:CPU frees its scratch buffers after every step; by
-    default glibc unmaps them and the next step page-faults them back in, which costs the small
-    shakespeare_char steps 20-30% of their time. The trims release_freed_host_memory does after
+    default glibc unmaps them and the next step page-faults them back in. On one machine that
+    cost small steps 20-30% of their time, on another nothing (README, Benchmarks). The trims release_freed_host_memory does after
     compiles and evals still happen, so the peak stays the largest compile's."""
     libc = glibc()
     if libc is None:
