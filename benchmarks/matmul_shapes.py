@@ -95,8 +95,9 @@ def main():
             for dtype in ("float32", "bfloat16"):
                 key = f"{name} {dtype}"
                 rates = [r[key] for r in results]
-                print(f"| {size} | {name} ({m} x {k} x {n}) | {dtype} | "
-                      + " | ".join(f"{r:,.0f}" for r in rates) + f" | {rates[0] / rates[-1]:.2f}x |")
+                cells = " | ".join(f"{r:,.0f}" for r in rates)
+                print(f"| {size} | {name} ({m} x {k} x {n}) | {dtype} | {cells} | "
+                      f"{rates[0] / rates[-1]:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -68,11 +68,11 @@ def child_nanogpt(size, steps, dropout=0.0):
     return {"s_per_step": seconds, "compile_s": 0.0, "peak_rss_mib": peak_rss_mib()}
 
 
-def child_nanogpt_real(size, steps, nanogpt_dir):
+def child_nanogpt_real(size, steps, nanogpt_dir, dropout=0.0):
     sys.path.insert(0, ROOT)
     from benchmarks import nanogpt_real
     from benchmarks.common import load
-    return nanogpt_real.run(nanogpt_dir, load(f"{EXPERIMENT}:size={size}"), steps)
+    return nanogpt_real.run(nanogpt_dir, load(f"{EXPERIMENT}:size={size}"), steps, dropout)
 
 
 def child_peak():
@@ -156,13 +156,16 @@ def main():
     parser.add_argument("--child", choices=["lmjax", "nanogpt", "nanogpt_real", "peak"])
     parser.add_argument("--size", default="baby")
     parser.add_argument("--overrides", default="{}")
-    parser.add_argument("--dropout", type=float, default=0.0, help="nanoGPT child's dropout")
+    parser.add_argument("--dropout", type=float, default=None,
+                        help="dropout of every program (default: each size's config, "
+                             "0 on baby, 0.2 on default)")
     args = parser.parse_args()
     if args.child:
         result = {"lmjax": lambda: child_lmjax(args.size, args.steps, json.loads(args.overrides)),
-                  "nanogpt": lambda: child_nanogpt(args.size, args.steps, args.dropout),
+                  "nanogpt": lambda: child_nanogpt(args.size, args.steps, args.dropout or 0.0),
                   "nanogpt_real": lambda: child_nanogpt_real(args.size, args.steps,
-                                                             args.nanogpt_dir),
+                                                             args.nanogpt_dir,
+                                                             args.dropout or 0.0),
                   "peak": child_peak}[args.child]()
         print(json.dumps(result))
         return
@@ -170,8 +173,14 @@ def main():
     peak = spawn(["--child=peak"])["flops"]
     print(f"f32 matmul peak measured here: {peak / 1e9:.1f} GFLOP/s")
     rows = []
+    sys.path.insert(0, ROOT)
+    from benchmarks.common import load
     for size in args.sizes.split(","):
         steps = args.steps or (30 if size == "baby" else 3)
+        # Both sides train with the same dropout: the config's unless --dropout says otherwise.
+        dropout = load(f"{EXPERIMENT}:size={size}").model.dropout if args.dropout is None \
+            else args.dropout
+        same = {"model.dropout": dropout}
         variants = {"lmjax": ({}, {}), **{f"lmjax {name}": variant
                                           for name, variant in VARIANTS.get(size, {}).items()}}
         results = {name: [] for name in [*variants, "nanoGPT"]}
@@ -182,25 +191,25 @@ def main():
                 print(f"  {size}: {name} ...", file=sys.stderr, flush=True)
                 results[name].append(spawn(["--child=lmjax", f"--size={size}",
                                             f"--steps={steps}",
-                                            f"--overrides={json.dumps(overrides)}"], env))
+                                            f"--overrides={json.dumps({**same, **overrides})}"],
+                                           env))
             print(f"  {size}: nanoGPT ...", file=sys.stderr, flush=True)
             results["nanoGPT"].append(spawn(["--child=nanogpt", f"--size={size}",
-                                             f"--steps={steps}"]))
+                                             f"--steps={steps}", f"--dropout={dropout}"]))
             if args.nanogpt_dir:
                 print(f"  {size}: nanoGPT train.py ...", file=sys.stderr, flush=True)
                 # train.py's first iterations include its start-up: time a few more.
                 results["nanoGPT train.py"].append(spawn([
                     "--child=nanogpt_real", f"--size={size}", f"--steps={steps + 2}",
-                    f"--nanogpt_dir={os.path.abspath(args.nanogpt_dir)}"]))
-        sys.path.insert(0, ROOT)
-        from benchmarks.common import load
+                    f"--nanogpt_dir={os.path.abspath(args.nanogpt_dir)}",
+                    f"--dropout={dropout}"]))
         cfg = load(f"{EXPERIMENT}:size={size}")
         tokens = cfg.train.batch_size * cfg.train.seq_len
         flops = results["lmjax"][0]["flops_per_token"]
         size_rows = {}
         for name, runs in results.items():
             s = statistics.median(r["s_per_step"] for r in runs)
-            size_rows[name] = (size, name, s * 1000, tokens / s, tokens / s * flops / peak,
+            size_rows[name] = (f"{size}, dropout {dropout:g}", name, s * 1000, tokens / s, tokens / s * flops / peak,
                                max(r["compile_s"] for r in runs),
                                max(r["peak_rss_mib"] for r in runs))
         rows.extend(size_rows.values())
@@ -210,7 +219,7 @@ def main():
             base = size_rows[peer]
             for name in variants:
                 row = size_rows[name]
-                rows.append((size, f"{name} / {peer}", row[2] / base[2], row[3] / base[3], None,
+                rows.append((row[0], f"{name} / {peer}", row[2] / base[2], row[3] / base[3], None,
                              None, row[6] / base[6]))
 
     header = ("config", "program", "ms/step", "tokens/s", "MFU", "compile s", "peak RSS MiB")

@@ -104,7 +104,7 @@ def base_config() -> ml_collections.ConfigDict:
     t.sample_prompt = "\n"
     t.progress = True
     # system | retain: whether glibc hands freed host memory back to the OS as it goes
-    # (lmjax.train.host_memory.HOST_ALLOCATORS); retain speeds small CPU steps for memory.
+    # (lmjax.train.host_memory.HOST_ALLOCATORS); retain can speed small CPU steps, for memory.
     t.host_allocator = "system"
     # XLA's persistent compilation cache (lmjax.train.compile_cache): reruns, resumes and
     # sweep points of the same shapes skip their compiles. "" = none.

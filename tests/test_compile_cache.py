@@ -13,8 +13,9 @@ import jax
 from lmjax.config import apply_overrides, base_config
 from lmjax.train import loop
 hits = []
+HIT = "/jax/compilation_cache/cache_hits"
 jax.monitoring.register_event_listener(
-    lambda event, **kw: hits.append(event) if event == "/jax/compilation_cache/cache_hits" else None)
+    lambda event, **kw: hits.append(event) if event == HIT else None)
 cfg = base_config()
 apply_overrides(cfg, json.loads(sys.argv[1]))
 summary = loop.train(cfg, sys.argv[2])

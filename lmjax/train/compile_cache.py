@@ -3,8 +3,9 @@
 A rerun, a resumed run or a sweep point of the same shapes loads its compiled train, eval and
 sampling steps from disk instead of compiling them: a whole baby shakespeare_char run took 97.0
 instead of 103.4 s, at a peak RSS of 473 instead of 581 MiB (benchmarks/train_throughput.py
---train_to_end), since the compiler's own memory is never needed. Entries are keyed by the program, the devices, the flags and the jax version, so a
-hit is the executable the compiler would have built.
+--train_to_end), since the compiler's own memory is never needed. Entries are keyed by the
+program, the devices, the flags and the jax version, so a hit is the executable the compiler
+would have built.
 """
 import os
 

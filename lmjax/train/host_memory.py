@@ -35,15 +35,15 @@ def release_freed_host_memory() -> None:
 
 
 def _system() -> None:
-    """glibc as configured: large blocks are mmapped and unmapped on free, the heap's top trimmed."""
+    """glibc as configured: large blocks mmapped and unmapped on free, the heap's top trimmed."""
 
 
 def _retain() -> None:
     """Keeps freed memory in the process: no mmapped blocks (so no unmapping on free), no automatic
     trimming of the heap, one arena. XLA:CPU frees its scratch buffers after every step; by
     default glibc unmaps them and the next step page-faults them back in. On one machine that
-    cost small steps 20-30% of their time, on another nothing (README, Benchmarks). The trims release_freed_host_memory does after
-    compiles and evals still happen, so the peak stays the largest compile's."""
+    cost small steps 20-30% of their time, on another nothing (README, Benchmarks). The trims
+    of release_freed_host_memory still happen, so the peak stays the largest compile's."""
     libc = glibc()
     if libc is None:
         return
