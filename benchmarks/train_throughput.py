@@ -1,20 +1,20 @@
 """Training throughput of lmjax vs nanoGPT (PyTorch), side by side on this machine.
 
     python benchmarks/train_throughput.py [--sizes baby,default] [--steps 30] [--rounds 2]
-        [--train_to_end] [--nanogpt_dir=PATH]
+        [--dropout=P] [--train_to_end] [--nanogpt_dir=PATH]
 
 Each measurement runs in its own process (so peak RSS is that program's alone), alternating
 lmjax, its variants (VARIANTS: other settings, or glibc told to keep freed memory) and nanoGPT
 (A B C A B C) so a machine that gets busier penalises none. The table gives the median step
 time after warm-up, tokens/s, MFU against the f32 matmul peak measured in the same run, compile
-time and peak RSS. --train_to_end also runs the baby config whole (process start to summary:
-start-up, data, compile, every step and eval, the sample and the plot) with lmjax-train (with
-its compilation cache cold, then warm, as WHOLE_RUN_VARIANTS lists) and,
-given --nanogpt_dir, with nanoGPT's train.py, in turn, and prints each one's wall time, peak RSS
-and final eval loss. FLOPs per token: 6·N + 12·L·d·T (N without the position
-table), the same formula for both programs. With --nanogpt_dir (a checkout of karpathy/nanoGPT)
-the real train.py is timed as another program in the same rotation
-(benchmarks/nanogpt_real.py).
+time and peak RSS. Both programs train with the size's dropout (0 on baby, 0.2 on default) or
+--dropout's. --train_to_end also runs the baby config whole (process start to summary:
+start-up, data, compile, every step and eval, the sample and the plot) with lmjax-train (its
+compilation cache cold, then warm, as WHOLE_RUN_VARIANTS lists) and, given --nanogpt_dir, with
+nanoGPT's train.py, in turn, and prints each one's wall time, peak RSS and final eval loss.
+FLOPs per token: 6·N + 12·L·d·T (N without the position table), the same formula for both
+programs. With --nanogpt_dir (a checkout of karpathy/nanoGPT) the real train.py is timed as
+another program in the same rotation (benchmarks/nanogpt_real.py).
 """
 import argparse
 import json
@@ -209,8 +209,8 @@ def main():
         size_rows = {}
         for name, runs in results.items():
             s = statistics.median(r["s_per_step"] for r in runs)
-            size_rows[name] = (f"{size}, dropout {dropout:g}", name, s * 1000, tokens / s, tokens / s * flops / peak,
-                               max(r["compile_s"] for r in runs),
+            size_rows[name] = (f"{size}, dropout {dropout:g}", name, s * 1000, tokens / s,
+                               tokens / s * flops / peak, max(r["compile_s"] for r in runs),
                                max(r["peak_rss_mib"] for r in runs))
         rows.extend(size_rows.values())
         for peer in ("nanoGPT", "nanoGPT train.py"):
