@@ -23,11 +23,13 @@ print(json.dumps({"hits": len(hits), "eval_loss": summary["eval_loss"]}))
 """
 
 
-def run(tmp_path, name, cache_dir):
+def run(tmp_path, name, cache_dir, env_cache_dir=None):
     overrides = {**TINY, "data.path": os.path.join(REPO, "lmjax", "data", "tinyshakespeare.txt"),
                  "model.vocab_size": 65, "train.eval_every": 5, "train.sample_tokens": 0,
                  "train.progress": False, "train.compile_cache_dir": cache_dir}
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    if env_cache_dir:
+        env["JAX_COMPILATION_CACHE_DIR"] = env_cache_dir
     out = subprocess.run([sys.executable, "-c", RUN, json.dumps(overrides), str(tmp_path / name)],
                          check=True, capture_output=True, text=True, env=env, cwd=REPO)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -42,3 +44,15 @@ def test_second_run_hits_the_cache_and_trains_identically(tmp_path):
     assert second["eval_loss"] == first["eval_loss"]
     uncached = run(tmp_path, "uncached", "")
     assert uncached["hits"] == 0 and uncached["eval_loss"] == first["eval_loss"]
+
+
+def test_the_environments_cache_wins_and_keeps_small_steps(tmp_path):
+    # As lmjax-sweep runs its points: the directory comes from the environment; the tiny steps
+    # compile in well under jax's default 1 s minimum, so hits show that minimum was lifted.
+    cache = str(tmp_path / "shared")
+    first = run(tmp_path, "first", "", env_cache_dir=cache)
+    assert first["hits"] == 0 and os.listdir(cache)
+    second = run(tmp_path, "second", "", env_cache_dir=cache)
+    configured = str(tmp_path / "configured")
+    run(tmp_path, "configured_first", configured)
+    assert second["hits"] == run(tmp_path, "configured_second", configured)["hits"] >= 2

@@ -16,13 +16,14 @@ def use_compile_cache(directory: str) -> str:
     """Points JAX at `directory` ("" = no cache; ~ is expanded) unless the environment already
     names one (JAX_COMPILATION_CACHE_DIR, which lmjax-sweep sets to share one across points).
     Effective only before the process's first compile. Returns the directory in use, or ""."""
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        return os.environ["JAX_COMPILATION_CACHE_DIR"]
-    if not directory:
+    from_env = os.environ.get("JAX_COMPILATION_CACHE_DIR", "")
+    chosen = from_env or os.path.expanduser(directory)
+    if not chosen:
         return ""
-    directory = os.path.expanduser(directory)
-    jax.config.update("jax_compilation_cache_dir", directory)
-    # Cache even the small steps: the default skips compiles under a second, which are most of
-    # a CPU run's and add up over a sweep.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    return directory
+    if not from_env:
+        jax.config.update("jax_compilation_cache_dir", chosen)
+    # Cache even the small steps (unless the environment says otherwise): the default skips
+    # compiles under a second, which are most of a CPU run's and add up over a sweep.
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return chosen
