@@ -177,9 +177,9 @@ def main():
     from benchmarks.common import load
     for size in args.sizes.split(","):
         steps = args.steps or (30 if size == "baby" else 3)
+        cfg = load(f"{EXPERIMENT}:size={size}")
         # Both sides train with the same dropout: the config's unless --dropout says otherwise.
-        dropout = load(f"{EXPERIMENT}:size={size}").model.dropout if args.dropout is None \
-            else args.dropout
+        dropout = cfg.model.dropout if args.dropout is None else args.dropout
         same = {"model.dropout": dropout}
         variants = {"lmjax": ({}, {}), **{f"lmjax {name}": variant
                                           for name, variant in VARIANTS.get(size, {}).items()}}
@@ -203,7 +203,6 @@ def main():
                     "--child=nanogpt_real", f"--size={size}", f"--steps={steps + 2}",
                     f"--nanogpt_dir={os.path.abspath(args.nanogpt_dir)}",
                     f"--dropout={dropout}"]))
-        cfg = load(f"{EXPERIMENT}:size={size}")
         tokens = cfg.train.batch_size * cfg.train.seq_len
         flops = results["lmjax"][0]["flops_per_token"]
         size_rows = {}

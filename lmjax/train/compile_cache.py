@@ -12,18 +12,16 @@ import os
 import jax
 
 
-def use_compile_cache(directory: str) -> str:
+def use_compile_cache(directory: str) -> None:
     """Points JAX at `directory` ("" = no cache; ~ is expanded) unless the environment already
     names one (JAX_COMPILATION_CACHE_DIR, which lmjax-sweep sets to share one across points).
-    Effective only before the process's first compile. Returns the directory in use, or ""."""
+    Effective only before the process's first compile."""
     from_env = os.environ.get("JAX_COMPILATION_CACHE_DIR", "")
-    chosen = from_env or os.path.expanduser(directory)
-    if not chosen:
-        return ""
+    if not (from_env or directory):
+        return
     if not from_env:
-        jax.config.update("jax_compilation_cache_dir", chosen)
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
     # Cache even the small steps (unless the environment says otherwise): the default skips
     # compiles under a second, which are most of a CPU run's and add up over a sweep.
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    return chosen

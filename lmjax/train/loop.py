@@ -13,9 +13,8 @@ from lmjax.errors import NonFiniteError, UsageError
 from lmjax.data import make_data
 from lmjax.model import aux, flops_per_token
 from lmjax.parallel import mesh as mesh_lib, shardings
-from lmjax.train import checkpoint, compile_cache, host_memory, memory, mfu
+from lmjax.train import checkpoint, compile_cache, host_memory, memory, mfu, preemption
 from lmjax.train import metrics as metrics_lib
-from lmjax.train import preemption
 from lmjax.train import state as state_lib
 from lmjax.train import guard as guard_lib
 from lmjax.train import step as step_lib, undo
