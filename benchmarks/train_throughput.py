@@ -33,12 +33,12 @@ EXPERIMENT = os.path.join(ROOT, "experiments", "shakespeare_char.py")
 RETAIN_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "1000000000000",
                  "MALLOC_ARENA_MAX": "1"}
 RETAIN = {"train.host_allocator": "retain"}  # the same, set by the run itself (mallopt)
-# Beside the config as shipped, each (overrides, environment): the memory-lean choice for the
-# larger size (recompute every activation in the backward pass instead of keeping the matmul
-# outputs), and the allocator that keeps its freed memory, from the config or the environment.
+# Beside the config as shipped, each (overrides, environment): the larger size's former setting
+# (keep the matmul outputs for the backward pass, the whole batch at once), and the allocator that keeps its freed memory, from the config or the environment.
 VARIANTS = {"baby": {"host_allocator=retain": (RETAIN, {}),
                      "malloc=retain": ({}, RETAIN_MALLOC)},
-            "default": {"remat=full": ({"model.remat_policy": "full"}, {}),
+            "default": {"dots_saveable, one batch": ({"model.remat_policy": "dots_saveable",
+                                                    "optim.grad_accum_steps": 1}, {}),
                         "host_allocator=retain": (RETAIN, {}),
                         "malloc=retain": ({}, RETAIN_MALLOC)}}
 # Whole runs (--train_to_end), in this order each round, {name: overrides}: the first finds the
