@@ -34,7 +34,8 @@ RETAIN_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "10000000000
                  "MALLOC_ARENA_MAX": "1"}
 RETAIN = {"train.host_allocator": "retain"}  # the same, set by the run itself (mallopt)
 # Beside the config as shipped, each (overrides, environment): the larger size's former setting
-# (keep the matmul outputs for the backward pass, the whole batch at once), and the allocator that keeps its freed memory, from the config or the environment.
+# (keep the matmul outputs for the backward pass, the whole batch at once), and the allocator
+# that keeps its freed memory, from the config or the environment.
 VARIANTS = {"baby": {"host_allocator=retain": (RETAIN, {}),
                      "malloc=retain": ({}, RETAIN_MALLOC)},
             "default": {"dots_saveable, one batch": ({"model.remat_policy": "dots_saveable",

@@ -71,7 +71,8 @@ def get_config(arg=None):
     # at T=256 causal attention by query blocks. baby keeps the matmul outputs for the backward
     # pass; default recomputes each layer and runs its batch of 64 as 4 microbatches of 16,
     # whose activations stay in cache: 0.82x the step time at 0.35x the peak memory of keeping
-    # the matmul outputs of all 64 rows (AMD Zen 4, dropout 0.2). The update is the same (the loss averages over the batch).
+    # the matmul outputs of all 64 rows (AMD Zen 4, dropout 0.2). The update is the same: the
+    # loss averages over the whole batch.
     c.model.scan_layers = True
     c.model.remat_policy = s["remat_policy"]
     c.optim.grad_accum_steps = s["grad_accum_steps"]
