@@ -1,28 +1,27 @@
 """Chinchilla's compute-optimal scaling on a CPU: IsoFLOP profiles from WSD cooldown branches.
 
-Seven GPT-2-style sizes, 74k to 1.08M parameters (6.6k to 608k without the tied 4096 x d
-embedding: 92x), shaped as Chinchilla's table A9 scales them (depth and width grow together,
+Nine GPT-2-style sizes, 74k to 1.86M parameters (6.6k to 1.25M without the tied 4096 x d
+embedding: 190x), shaped as Chinchilla's table A9 scales them (depth and width grow together,
 head size fixed at 16, d_ff = 4 d_model). Each size's stable phase (constant LR after warmup)
 runs in segments ending exactly at 80% of each of its budgets' D = C / 6N; that budget's branch
 continues from there (lmjax.study.wsd) and decays the LR to 0 over the last 20% (1-sqrt shape,
 Hägele et al. 2024), so every point's loss is at the end of its own decayed schedule. Budgets
 are C = 6ND with N the total parameter count (embeddings included, as Chinchilla counts them),
 a factor of 3 apart, each on the sizes around its optimum at ~20 tokens per parameter:
-  C = 2.67e12 on s0-s3        C = 8e12 on s1-s4        C = 2.4e13 on s2-s6
-13 branches and 13 stable-phase segments, 26 lmjax-sweep points; 1.37e14 FLOPs of 6ND in all,
-D from 1.2M to 15.4M tokens. (A fourth budget, 7.2e13 on s4-s8, was planned and dropped: at
-the ~3-5k tokens/s these sizes train at here it alone would take ~2 hours.)
+  C = 2.67e12 on s0-s3     C = 8e12 on s1-s4     C = 2.4e13 on s2-s6     C = 7.2e13 on s4-s8
+18 branches and 18 stable-phase segments, 36 lmjax-sweep points; 4.4e14 FLOPs of 6ND trained
+in all (5.2e14 if every branch had its own stable phase), D from 1.2M to 21.0M tokens.
 
 Data: a 4096-piece SentencePiece BPE on 28 public-domain Project Gutenberg books (16.4 MB,
 4.87M tokens; experiments/data/gutenberg_books.tar.xz, experiments/data/
 gutenberg_books.SOURCE.txt names them); the eval set is 3 whole held-out books (A Tale of Two
 Cities, Meditations, The Time Machine; 406k tokens, of which every eval reads the same 65k),
-never windows of the training books. The largest D repeats the corpus ~3.2 times.
+never windows of the training books. The largest D repeats the corpus ~4.3 times.
 
   mkdir -p data && tar -xJf experiments/data/gutenberg_books.tar.xz -C data
   lmjax-prepare --input=data/gutenberg/train --valid_files=data/gutenberg/valid \\
       --output=data/gutenberg_sp4k --tokenizer=sentencepiece --vocab_size=4096
-  lmjax-sweep --config=experiments/chinchilla_tiny.py --workdir=runs/chinchilla_tiny
+  lmjax-sweep --config=experiments/chinchilla_tiny.py --workdir=runs/chinchilla_tiny --parallel=2
   python -m lmjax.study.wsd --config=experiments/chinchilla_tiny.py \\
       --workdir=runs/chinchilla_tiny --out=experiments/results/chinchilla_tiny
   lmjax-scaling --results=experiments/results/chinchilla_tiny/results.csv
@@ -38,51 +37,43 @@ rate holds at every width. The `:lr` sweep at s3 (WSD over 600 steps, 1.2M token
   lmjax-sweep --config=experiments/chinchilla_tiny.py:lr --workdir=runs/chinchilla_tiny_lr
 (experiments/results/chinchilla_tiny_lr/results.csv and .png), so LR = 6e-3.
 
-Measured here (2-core CPU shared with several other jobs, load average 20-40 throughout: lmjax's
-own matmul probe read 5-12 GFLOP/s, against ~100 on a quiet machine):
-- `:quick` (before μP: standard parametrization at lr 3e-3), all 12 runs through lmjax-sweep:
-  62 min wall (the <= 10 min target could not be timed on a quiet machine). Results in
-  experiments/results/chinchilla_tiny_quick/ (results.csv, curves.csv, fits.json, report.txt,
-  isoflop.png, parametric.png, wsd_curves.png). Eval loss of the decayed branches (nats/token):
-      N \\ C     2.5e11                7.5e11
-      161k      6.363 @ D=0.26M       5.624 @ D=0.78M
-      259k      6.493 @ D=0.16M       5.724 @ D=0.48M
-      370k      6.510 @ D=0.11M       6.022 @ D=0.34M
-  Loss falls with D at every N (3 of 3 pairs), but at these budgets (100-380 steps) the
-  smallest model is best at both: C = 2.5e11's parabola opens downwards and C = 7.5e11's
-  minimum (178k, 4 tokens/param) has no usable bootstrap resample, so Approach 2 is
-  DEGENERATE (one usable budget of the two it needs), and Approach 3 runs to its bounds
-  (E -> 0, alpha -> 3): DEGENERATE, no result. This checks the pipeline, not Chinchilla.
-- The full study (this file as it stands, μP at lr 6e-3), all 26 points through
-  `lmjax-sweep --parallel=2` with glibc told to keep freed memory (MALLOC_MMAP_MAX_=0
-  MALLOC_TRIM_THRESHOLD_=1000000000000 MALLOC_ARENA_MAX=1, ~1.4x faster steps for these sizes):
-  1 h 52 min wall, sharing the cores with ~75 min of lmjax-plan compiles. Results, figures in
-  experiments/results/chinchilla_tiny/ (results.csv, curves.csv, fits.json, report.txt,
-  isoflop.png, parametric.png, wsd_curves.png). Eval loss of the decayed branches:
-      N \\ C      2.67e12           8e12              2.4e13
-      74k        5.117 @ 6.0M
-      161k       4.934 @ 2.8M      4.767 @ 8.3M
-      259k       5.007 @ 1.7M      4.692 @ 5.1M      4.538 @ 15.4M
-      370k       5.147 @ 1.2M      4.674 @ 3.6M      4.464 @ 10.8M
-      572k                         4.837 @ 2.3M      4.443 @ 7.0M
-      741k                                           4.452 @ 5.4M
-      1.08M                                          4.523 @ 3.7M
-  Approach 2 (bootstrap 5th-95th percentiles, 241 usable resamples of 1000):
-      a = 0.557 [0.536, 0.607]   b = 0.443 [0.393, 0.464]   (Hoffmann: 0.50 / 0.50)
-      N_opt 161k, 282k, 546k; tokens per parameter at the optimum 17.2 [17.2, 17.4],
-      16.8 [12.7, 17.9], 13.4 [10.7, 14.9] (Chinchilla: ~20)
-    a is inside [0.4, 0.6] but its 90% interval (0.536-0.607) does not reach 0.5: N_opt grows
-    a little faster than D_opt here, and tokens per parameter fall from 17 to 13 over 9x in C.
-  Approach 3 (Huber on log L, 199 bootstrap refits, 6% degenerate): E = 4.08 [2.94, 4.30],
-    alpha = 0.664 [0.247, 1.37], beta = 0.858 [0.427, 1.49], A = 1441, B = 1.27e5; optimum
-    a = 0.564 [0.316, 0.80], 12.5-16.6 tokens per parameter. Not degenerate (E > 0, no bound
-    reached) and alpha is in [0.2, 0.7], but beta is above 0.7 and both intervals are wide:
-    13 points over one decade of N and D leave E, A/alpha and B/beta poorly separated.
-  Monotonicity (report.txt): loss falls with D at every N (0 violations in 6 pairs); along the
-    stable phases, loss falls with N at fixed D in 37 of 43 pairs. The 6 violations are at
-    D <= 1.9M tokens, 5 of them s3 (2 layers) -> s4 (3 layers): the rate tuned at s3 under μP
-    transfers across width, not depth, and the deeper model starts slower; by the budgets'
-    branch points (D >= 2.3M) every larger N is ahead.
+Measured here (2-core AMD EPYC, nothing else running), with glibc told to keep freed memory
+(MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1000000000000 MALLOC_ARENA_MAX=1 in the
+environment, ~1.4x faster steps for these sizes):
+- `:quick`, all 12 runs through `lmjax-sweep --parallel=2`, then lmjax.study.wsd and
+  lmjax-scaling: 2 min 36 s wall. Results in experiments/results/chinchilla_tiny_quick/.
+  At these budgets (55-380 steps per decayed run) the smallest model is best at both and both parabolas open
+  downwards, so Approach 2 and 3 are reported DEGENERATE: this checks the pipeline, not
+  Chinchilla.
+- The full study, all 36 points through `lmjax-sweep --parallel=2`: 1 h 25 min wall. Results
+  and figures in experiments/results/chinchilla_tiny/ (results.csv, curves.csv, fits.json,
+  report.txt, isoflop.png, parametric.png, wsd_curves.png). Eval loss of the decayed branches:
+      N \\ C      2.67e12          8e12             2.4e13           7.2e13
+      74k        5.124 @ 6.0M
+      161k       4.935 @ 2.8M     4.772 @ 8.3M
+      259k       5.007 @ 1.7M     4.690 @ 5.1M     4.542 @ 15.4M
+      370k       5.147 @ 1.2M     4.673 @ 3.6M     4.469 @ 10.8M
+      572k                        4.817 @ 2.3M     4.442 @ 7.0M     4.277 @ 21.0M
+      741k                                         4.451 @ 5.4M     4.259 @ 16.2M
+      1.08M                                        4.520 @ 3.7M     4.231 @ 11.1M
+      1.33M                                                         4.240 @ 9.0M
+      1.86M                                                         4.319 @ 6.4M
+  Approach 2 (bootstrap 5th-95th percentiles, 250 usable resamples of 1000):
+      a = 0.548 [0.523, 0.597]   b = 0.452 [0.403, 0.477]   (Hoffmann: 0.50 / 0.50)
+      N_opt 162k, 289k, 556k, 968k; tokens per parameter at the optimum 17.0 [16.9, 17.2],
+      16.0 [10.3, 16.6], 13.0 [10.9, 13.1], 12.8 [9.1, 14.5] (Chinchilla: ~20)
+    a is inside [0.4, 0.6] but its 90% interval does not reach 0.5: N_opt grows a little
+    faster than D_opt, and tokens per parameter fall from 17 to 13 over 27x in C.
+  Approach 3 (Huber on log L, 200 bootstrap refits, 5% degenerate): E = 3.69 [1.88, 3.96],
+    alpha = 0.468 [0.192, 0.724], beta = 0.575 [0.234, 0.874], A = 201, B = 2989; RMS
+    residual 0.007 in log loss (parametric.png); optimum a = 0.551 [0.308, 0.741], 12.1-16.9
+    tokens per parameter. Not degenerate: E > 0, no bound reached, alpha and beta in
+    [0.2, 0.7], their intervals wide (18 points over ~1.4 decades of N and D).
+  Monotonicity (report.txt): loss falls with D at every N (0 violations in 9 pairs); along the
+    stable phases, loss falls with N at fixed D in 57 of 62 pairs. Four violations are at
+    D <= 1.4M tokens (three of them s3, 2 layers -> s4, 3 layers: the rate tuned at s3 under
+    μP transfers across width, not depth, and the deeper model starts slower), and one is
+    s7 -> s8 at 3.9M by 0.003 nats; every other larger N is ahead.
 """
 from lmjax.config import base_config
 
@@ -92,13 +83,14 @@ HEAD_DIM = 16
 BASE_SIZE = "s3"  # μP's base width, where the `:lr` sweep tunes the learning rate
 SIZES = {  # name: (num_layers, d_model)
     "s0": (2, 16), "s1": (2, 32), "s2": (2, 48), "s3": (2, 64),
-    "s4": (3, 80), "s5": (3, 96), "s6": (4, 112),
+    "s4": (3, 80), "s5": (3, 96), "s6": (4, 112), "s7": (4, 128), "s8": (5, 144),
 }
-# Three budgets a factor of 3 apart, each on the sizes around its optimum at ~20 tokens per
-# parameter; the 3-hour limit on 2 cores rules out a fourth, 3x larger one (~2 h on its own).
+# Four budgets a factor of 3 apart, each on the sizes around its optimum at ~20 tokens per
+# parameter; a fifth, 3x larger one would alone take longer than the 3-hour limit on 2 cores.
 BUDGETS = {8e12 / 3: ["s0", "s1", "s2", "s3"],
            8e12: ["s1", "s2", "s3", "s4"],
-           2.4e13: ["s2", "s3", "s4", "s5", "s6"]}
+           2.4e13: ["s2", "s3", "s4", "s5", "s6"],
+           7.2e13: ["s4", "s5", "s6", "s7", "s8"]}
 QUICK_BUDGETS = {2.5e11: ["s1", "s2", "s3"], 7.5e11: ["s1", "s2", "s3"]}
 LR = 6e-3  # the best of the `:lr` sweep at s3 (experiments/results/chinchilla_tiny_lr)
 LR_SWEEP = (1e-3, 2e-3, 3e-3, 6e-3, 1.2e-2)
