@@ -109,6 +109,9 @@ def base_config() -> ml_collections.ConfigDict:
     # XLA's persistent compilation cache (lmjax.train.compile_cache): reruns, resumes and
     # sweep points of the same shapes skip their compiles. "" = none.
     t.compile_cache_dir = "~/.cache/lmjax/xla"
+    # XLA compile options of every step the run compiles, "name=value,..." (lmjax.train.
+    # xla_options), e.g. xla_backend_optimization_level=1. "" = XLA's defaults.
+    t.xla_options = ""
     # Reliability (lmjax.train.watchdog, barriers, saves): see the README's reliability table.
     t.hang_timeout_s = 0.0  # no progress for this long is a hang; 0 = max(10 x median step, 600 s)
     t.hang_compile_timeout_s = 3600.0  # the bound until the first step completes (first compile)

@@ -21,6 +21,7 @@ from lmjax.train.host_memory import HOST_ALLOCATORS
 from lmjax.train.metrics import WRITERS, check_writer_packages
 from lmjax.train.optim import OPTIMIZERS, SCHEDULES
 from lmjax.train.schedules import DECAY_SHAPES, horizon
+from lmjax.train.xla_options import parse as parse_xla_options
 
 
 def prepare(cfg, num_devices: int | None = None, log=print):
@@ -58,6 +59,7 @@ def validate(cfg, num_devices: int | None = None):
     if t.eval_tasks_every < 0:
         raise ConfigError(f"train.eval_tasks_every={t.eval_tasks_every}: must be >= 0 (0 = at "
                           "every train.eval_every)")
+    parse_xla_options(t.xla_options)  # XLA itself checks the names when the run starts
     if t.eval_tasks:
         from lmjax.train import task_evals
         task_evals.check(cfg)

@@ -24,6 +24,7 @@ from lmjax.parallel import shardings as sharding
 from lmjax.parallel.context import context
 from lmjax.errors import UsageError
 from lmjax.model.transformer import Transformer
+from lmjax.train import xla_options
 
 EOS_CHECK_EVERY = 8  # decode steps between host checks of "every row has stopped"
 
@@ -129,7 +130,9 @@ class Generator:
             done_B = done_B | jnp.any(tokens_B[:, None] == eos_E[None, :], axis=-1)
             return tokens_B, next_positions_B, done_B
 
-        fns = (jax.jit(prefill), jax.jit(decode, donate_argnums=1))
+        options = xla_options.compiler_options(self.cfg)
+        fns = (jax.jit(prefill, compiler_options=options),
+               jax.jit(decode, donate_argnums=1, compiler_options=options))
         self._compiled[key] = fns
         return fns
 

@@ -13,7 +13,8 @@ from lmjax.errors import NonFiniteError, UsageError
 from lmjax.data import make_data
 from lmjax.model import aux, flops_per_token
 from lmjax.parallel import mesh as mesh_lib, shardings
-from lmjax.train import checkpoint, compile_cache, host_memory, memory, mfu, preemption
+from lmjax.train import (checkpoint, compile_cache, host_memory, memory, mfu, preemption,
+                         xla_options)
 from lmjax.train import metrics as metrics_lib
 from lmjax.train import state as state_lib
 from lmjax.train import guard as guard_lib
@@ -311,6 +312,7 @@ def run(cfg, workdir: str) -> dict:
     # Before the first computation, while XLA's threads have not yet allocated.
     host_memory.configure_host_allocator(cfg.train.host_allocator)
     compile_cache.use_compile_cache(cfg.train.compile_cache_dir)  # before the first compile
+    xla_options.check(cfg.train.xla_options)
     new = undo.NewEntries(workdir)
     refused_in_setup = False
     try:

@@ -10,6 +10,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from lmjax.model.moe import EXPERT_PARAMS
 from lmjax.parallel import shardings as sharding
+from lmjax.train import xla_options
 
 
 @flax.struct.dataclass
@@ -88,13 +89,15 @@ def init_state(model, tx, cfg, shardings: TrainState, params=None) -> TrainState
     def from_params(p):
         return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p))
 
+    options = xla_options.compiler_options(cfg)
     if params is not None:
-        return jax.jit(from_params, out_shardings=shardings)(params)
+        return jax.jit(from_params, out_shardings=shardings, compiler_options=options)(params)
 
     def init(key):
         return from_params(nn.meta.unbox(model.init(key, dummy_tokens(cfg))["params"]))
 
-    return jax.jit(init, out_shardings=shardings)(jax.random.key(cfg.seed))
+    return jax.jit(init, out_shardings=shardings, compiler_options=options)(
+        jax.random.key(cfg.seed))
 
 
 def count_params(params) -> int:

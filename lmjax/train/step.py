@@ -12,7 +12,7 @@ import optax
 from lmjax.model import aux, build_model
 from lmjax.parallel import shardings
 from lmjax.parallel.context import context
-from lmjax.train import state as state_lib
+from lmjax.train import state as state_lib, xla_options
 from lmjax.train.optim import make_optimizer
 
 
@@ -168,10 +168,12 @@ def build(cfg, mesh) -> Step:
     # placeholder init also works for meshes of compile-only devices.
     state_sh = state_lib.state_shardings(model, tx, cfg, mesh, rules)
     batch_sh = shardings.batch_sharding(mesh, rules)
+    options = xla_options.compiler_options(cfg)
     with context(mesh, rules):
         train_step = jax.jit(make_train_step(model, tx, lr_schedule, cfg),
                              in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
-                             donate_argnums=0)
-        eval_step = jax.jit(make_eval_step(model, cfg), in_shardings=(state_sh.params, batch_sh))
+                             donate_argnums=0, compiler_options=options)
+        eval_step = jax.jit(make_eval_step(model, cfg), in_shardings=(state_sh.params, batch_sh),
+                            compiler_options=options)
     return Step(cfg, mesh, rules, model, tx, lr_schedule, state_sh, batch_sh, train_step,
                 eval_step)

@@ -1,0 +1,61 @@
+"""XLA compile options for the programs a run compiles (train.xla_options).
+
+"name=value,..." of XLA's per-compile options (its DebugOptions fields, such as
+xla_backend_optimization_level), given to the train, eval, init and sampling jits through
+jax.jit(compiler_options=...). Unlike XLA_FLAGS they belong to the experiment: they travel with
+its config, apply from the first compile, and take part in the compilation cache's key.
+"""
+import functools
+
+from lmjax.errors import ConfigError
+
+
+def parse(text: str) -> dict:
+    """{name: value} of "name=value,..."; values become bool, int or float where they read so."""
+    options = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise ConfigError(f"train.xla_options={text!r}: {item!r} is not name=value; write "
+                              "e.g. xla_backend_optimization_level=1")
+        options[name] = _value(value)
+    return options
+
+
+def _value(text: str):
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def compiler_options(cfg) -> dict | None:
+    """The options of jax.jit(compiler_options=...) for this config (None when there are none)."""
+    # .get: configs saved before the field existed (an old checkpoint's) have none.
+    return parse(cfg.train.get("xla_options", "")) or None
+
+
+def check(text: str) -> None:
+    """ConfigError unless XLA accepts every option: a compile of a scalar program (milliseconds).
+    A run calls it before it compiles anything it needs or writes anything; validation only
+    parses, since it also runs where jax must not start (sweep planning)."""
+    options = parse(text)
+    if options:
+        _check(tuple(sorted(options.items())))
+
+
+@functools.cache
+def _check(items: tuple) -> None:
+    import jax
+    import jax.numpy as jnp
+    try:
+        jax.jit(lambda x: x + 1).lower(jnp.float32(0)).compile(compiler_options=dict(items))
+    except Exception as e:  # XLA's own message names the option and what is wrong with it
+        raise ConfigError(f"train.xla_options: XLA refuses {dict(items)}: "
+                          f"{str(e).splitlines()[0]}; use the names XLA_FLAGS takes, without the "
+                          "leading --, and values of their types") from None
