@@ -42,9 +42,9 @@ Measured here (2-core AMD EPYC, nothing else running), with glibc told to keep f
 environment, ~1.4x faster steps for these sizes):
 - `:quick`, all 12 runs through `lmjax-sweep --parallel=2`, then lmjax.study.wsd and
   lmjax-scaling: 2 min 36 s wall. Results in experiments/results/chinchilla_tiny_quick/.
-  At these budgets (55-380 steps per decayed run) the smallest model is best at both and both parabolas open
-  downwards, so Approach 2 and 3 are reported DEGENERATE: this checks the pipeline, not
-  Chinchilla.
+  At these budgets (55-380 steps per decayed run) the smallest model is best at both and
+  both parabolas open downwards, so Approach 2 and 3 are reported DEGENERATE: this checks the
+  pipeline, not Chinchilla.
 - The full study, all 36 points through `lmjax-sweep --parallel=2`: 1 h 25 min wall. Results
   and figures in experiments/results/chinchilla_tiny/ (results.csv, curves.csv, fits.json,
   report.txt, isoflop.png, parametric.png, wsd_curves.png). Eval loss of the decayed branches:
