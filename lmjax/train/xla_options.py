@@ -5,8 +5,6 @@ xla_backend_optimization_level), given to the train, eval, init and sampling jit
 jax.jit(compiler_options=...). Unlike XLA_FLAGS they belong to the experiment: they travel with
 its config, apply from the first compile, and take part in the compilation cache's key.
 """
-import functools
-
 from lmjax.errors import ConfigError
 
 
@@ -45,17 +43,13 @@ def check(text: str) -> None:
     A run calls it before it compiles anything it needs or writes anything; validation only
     parses, since it also runs where jax must not start (sweep planning)."""
     options = parse(text)
-    if options:
-        _check(tuple(sorted(options.items())))
-
-
-@functools.cache
-def _check(items: tuple) -> None:
+    if not options:
+        return
     import jax
     import jax.numpy as jnp
     try:
-        jax.jit(lambda x: x + 1).lower(jnp.float32(0)).compile(compiler_options=dict(items))
+        jax.jit(lambda x: x + 1).lower(jnp.float32(0)).compile(compiler_options=options)
     except Exception as e:  # XLA's own message names the option and what is wrong with it
-        raise ConfigError(f"train.xla_options: XLA refuses {dict(items)}: "
+        raise ConfigError(f"train.xla_options: XLA refuses {options}: "
                           f"{str(e).splitlines()[0]}; use the names XLA_FLAGS takes, without the "
                           "leading --, and values of their types") from None
