@@ -12,10 +12,16 @@ import os
 import jax
 
 
-def use_compile_cache(directory: str) -> None:
+def use_compile_cache(directory: str, dumping: bool = False) -> None:
     """Points JAX at `directory` ("" = no cache; ~ is expanded) unless the environment already
     names one (JAX_COMPILATION_CACHE_DIR, which lmjax-sweep sets to share one across points).
+    `dumping` (train.xla_options names an xla_dump_* option) turns the cache off: the cache's key
+    leaves those options out, so a hit would load a program without writing its dump.
     Effective only before the process's first compile."""
+    if dumping:
+        jax.config.update("jax_enable_compilation_cache", False)
+        print("compilation cache off for this run: train.xla_options dumps every program")
+        return
     from_env = os.environ.get("JAX_COMPILATION_CACHE_DIR", "")
     if not (from_env or directory):
         return

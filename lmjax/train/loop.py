@@ -311,7 +311,8 @@ def run(cfg, workdir: str) -> dict:
     """
     # Before the first computation, while XLA's threads have not yet allocated.
     host_memory.configure_host_allocator(cfg.train.host_allocator)
-    compile_cache.use_compile_cache(cfg.train.compile_cache_dir)  # before the first compile
+    compile_cache.use_compile_cache(  # before the first compile
+        cfg.train.compile_cache_dir, dumping=xla_options.dumps(cfg.train.xla_options))
     xla_options.check(cfg.train.xla_options)
     new = undo.NewEntries(workdir)
     refused_in_setup = False

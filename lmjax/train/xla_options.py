@@ -38,6 +38,11 @@ def compiler_options(cfg) -> dict | None:
     return parse(cfg.train.get("xla_options", "")) or None
 
 
+def dumps(text: str) -> bool:
+    """Whether the options ask XLA to dump the programs it compiles (xla_dump_to and kin)."""
+    return any(name.startswith("xla_dump") for name in parse(text))
+
+
 def check(text: str) -> None:
     """ConfigError unless XLA accepts every option: a compile of a scalar program (milliseconds).
     A run calls it before it compiles anything it needs or writes anything; validation only
