@@ -85,8 +85,12 @@ def all_finite(tree) -> bool:
     leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
     if not leaves:
         return True
-    return bool(jax.jit(lambda xs: jnp.all(jnp.stack([jnp.isfinite(x).all() for x in xs])))(
-        leaves))
+    return bool(_leaves_finite(leaves))
+
+
+@jax.jit  # one jit object, so every save after the first reuses its compiled check
+def _leaves_finite(leaves):
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves]))
 
 
 def gather_data_states(local_state: dict, step: int = 0) -> list:
