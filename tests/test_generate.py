@@ -107,6 +107,17 @@ def test_context_overflow_slides_and_long_prompts_are_refused(gpt2_like):
         generator.generate([[1] * (MAX_SEQ + 1)], 4)
 
 
+def test_a_sliding_generation_compiles_one_prefill(gpt2_like):
+    # The first prefill is padded to the length every slide re-prefills: one compile of it
+    # (an end-of-run sample on a short context otherwise compiled two).
+    _, params, shared = gpt2_like
+    generator = Generator(shared.cfg, params)
+    assert generator.generate([[1, 2, 3]], 2 * MAX_SEQ) == shared.generate([[1, 2, 3]],
+                                                                           2 * MAX_SEQ)
+    (prefill, decode), = generator._compiled.values()
+    assert prefill._cache_size() == 1 and decode._cache_size() == 1
+
+
 MESH_SCRIPT = r"""
 import jax, jax.numpy as jnp, numpy as np
 from lmjax.parallel import mesh as mesh_lib

@@ -165,14 +165,20 @@ class Generator:
         B = _round_up(n, self.batch_shards)
         # Padding rows repeat the first prompt and are dropped at the end.
         rows = [list(p) for p in prompts] + [list(prompts[0])] * (B - n)
-        cache_len = self.cache_len(max(len(r) for r in rows), max_new_tokens)
+        longest = max(len(r) for r in rows)
+        cache_len = self.cache_len(longest, max_new_tokens)
+        keep = max(1, limit // 2)  # the most recent tokens a slide re-prefills from
+        # A run that will slide pads every prefill to one length: one compile, not two.
+        prefill_len = max(longest, keep) if longest + max_new_tokens - 1 > cache_len else longest
         prefill, decode = self._functions(cache_len, sampling)
         eos = jnp.asarray(list(eos_ids) or [-1], jnp.int32)
-        base_key = jax.random.key(seed)
+        # Placed as the keys folded from it will be, so a re-prefill reuses the first's compile.
+        base_key = jax.device_put(jax.random.key(seed), NamedSharding(self.mesh, PartitionSpec()))
         generated = [[] for _ in range(B)]
         steps = []  # device arrays (tokens_B, done_B) not yet copied to the host
         with self._context():
-            cache, tokens, positions, done = self._prefill(prefill, rows, eos, base_key, cache_len)
+            cache, tokens, positions, done = self._prefill(prefill, rows, eos, base_key, cache_len,
+                                                           prefill_len)
             steps.append((tokens, done))
             next_position = max(len(r) for r in rows)  # of the longest row, known on the host
             for step in range(1, max_new_tokens):
@@ -182,11 +188,10 @@ class Generator:
                 if next_position >= cache_len:
                     # The context is full: slide by re-prefilling from the most recent tokens.
                     self._collect(steps, generated)
-                    keep = max(1, limit // 2)
                     rows_now = [(r + g)[-keep:] for r, g in zip(rows, generated)]
                     cache, tokens, positions, done = self._prefill(
                         prefill, rows_now, eos, jax.random.fold_in(base_key, step), cache_len,
-                        done)
+                        prefill_len, done)
                     next_position = max(len(r) for r in rows_now)
                 else:
                     cache, tokens, positions, done = decode(
@@ -197,9 +202,9 @@ class Generator:
             self._collect(steps, generated)
         return [_until_eos(g, eos_ids) for g in generated[:n]]
 
-    def _prefill(self, prefill, rows, eos, rng, cache_len, done=None):
+    def _prefill(self, prefill, rows, eos, rng, cache_len, min_len=1, done=None):
         B = len(rows)
-        P = min(_bucket(max(len(r) for r in rows)), cache_len)
+        P = min(_bucket(max(min_len, *(len(r) for r in rows))), cache_len)
         tokens = np.zeros((B, P), np.int32)
         for i, r in enumerate(rows):
             tokens[i, :len(r)] = r
