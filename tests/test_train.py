@@ -64,6 +64,22 @@ def test_train_step_lowers_the_loss_on_a_fixed_batch(parts):
     np.testing.assert_allclose(lrs, [float(lr_at(s)) for s in range(cfg.train.steps)], rtol=1e-5)
 
 
+def test_the_init_compiled_for_compile_time_gives_the_same_state(parts):
+    import flax.linen as nn
+    from lmjax.train import state as state_lib
+    built, cfg = parts.built, parts.cfg
+
+    def init(key):  # the same init under XLA's default options
+        p = nn.meta.unbox(built.model.init(key, state_lib.dummy_tokens(cfg))["params"])
+        return state_lib.TrainState(step=np.int32(0), params=p, opt_state=built.tx.init(p))
+
+    with built.context():
+        expected = jax.jit(init, out_shardings=built.state_shardings)(jax.random.key(cfg.seed))
+        state = built.init_state()
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_non_finite_step_is_not_applied(parts):
     batch = helpers.random_tokens(parts.cfg, seed=8)
     state = parts.init()
