@@ -118,6 +118,14 @@ def test_a_sliding_generation_compiles_one_prefill(gpt2_like):
     assert prefill._cache_size() == 1 and decode._cache_size() == 1
 
 
+def test_compiling_for_compile_time_samples_the_same_tokens(gpt2_like):
+    _, params, shared = gpt2_like
+    sampling = Sampling(temperature=0.8, top_k=20)
+    fast = Generator(shared.cfg, params, compile_fast=True)
+    assert fast.generate(PROMPTS, 20, sampling, seed=3) == shared.generate(PROMPTS, 20,
+                                                                           sampling, seed=3)
+
+
 MESH_SCRIPT = r"""
 import jax, jax.numpy as jnp, numpy as np
 from lmjax.parallel import mesh as mesh_lib

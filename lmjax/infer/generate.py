@@ -84,8 +84,11 @@ class Generator:
     The parameters must already live on that mesh (as load functions place them).
     """
 
-    def __init__(self, cfg, params, mesh=None):
+    def __init__(self, cfg, params, mesh=None, compile_fast: bool = False):
+        """compile_fast: for a few short generations (a run's closing sample), where the
+        compiles take longer than the decoding."""
         self.cfg, self.params = cfg, params
+        self.base_options = xla_options.COMPILE_FAST if compile_fast else None
         self.mesh = mesh if mesh is not None else mesh_lib.make_mesh(cfg)
         self.rules = sharding.rules(cfg)
         # Decoding never needs rematerialisation; the parameter tree is the same either way.
@@ -130,7 +133,7 @@ class Generator:
             done_B = done_B | jnp.any(tokens_B[:, None] == eos_E[None, :], axis=-1)
             return tokens_B, next_positions_B, done_B
 
-        options = xla_options.compiler_options(self.cfg)
+        options = xla_options.compiler_options(self.cfg, self.base_options)
         fns = (jax.jit(prefill, compiler_options=options),
                jax.jit(decode, donate_argnums=1, compiler_options=options))
         self._compiled[key] = fns

@@ -277,7 +277,7 @@ def finish(trainer: Trainer, summary: dict):
         from lmjax.infer.generate import Generator, Sampling, generate_text
         host_memory.release_freed_host_memory()
         # Every process takes part: the parameters may be sharded across all of them.
-        generator = Generator(cfg, trainer.state.params, trainer.mesh)
+        generator = Generator(cfg, trainer.state.params, trainer.mesh, compile_fast=True)
         text = generate_text(generator, trainer.data.tokenizer, [cfg.train.sample_prompt],
                              cfg.train.sample_tokens, Sampling(temperature=0.8), cfg.seed)[0]
         if trainer.is_main:

@@ -81,9 +81,6 @@ def abstract_state(model, tx, cfg, shardings: TrainState) -> TrainState:
                         shapes, shardings)
 
 
-INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
-
-
 def init_state(model, tx, cfg, shardings: TrainState, params=None) -> TrainState:
     """Initialises under jit with out_shardings, so each device creates only its own shards.
 
@@ -92,9 +89,7 @@ def init_state(model, tx, cfg, shardings: TrainState, params=None) -> TrainState
     def from_params(p):
         return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p))
 
-    # The init runs once: compiled for compile time (1.6 -> 0.9 s on baby, the same values);
-    # the config's own options still win.
-    options = {**INIT_COMPILER_OPTIONS, **(xla_options.compiler_options(cfg) or {})}
+    options = xla_options.compiler_options(cfg, xla_options.COMPILE_FAST)  # it runs once
     if params is not None:
         return jax.jit(from_params, out_shardings=shardings, compiler_options=options)(params)
 

@@ -7,6 +7,10 @@ its config, apply from the first compile, and take part in the compilation cache
 """
 from lmjax.errors import ConfigError
 
+# For programs a run uses once or briefly (the init, the end-of-run sample): compile time over
+# run time. Baby's init compiles in 0.9 instead of 1.6 s and gives the same values.
+COMPILE_FAST = {"xla_backend_optimization_level": 1}
+
 
 def parse(text: str) -> dict:
     """{name: value} of "name=value,..."; values become bool, int or float where they read so."""
@@ -32,10 +36,11 @@ def _value(text: str):
     return text
 
 
-def compiler_options(cfg) -> dict | None:
-    """The options of jax.jit(compiler_options=...) for this config (None when there are none)."""
+def compiler_options(cfg, base: dict | None = None) -> dict | None:
+    """The options of jax.jit(compiler_options=...) for this config (None when there are none):
+    `base` (e.g. COMPILE_FAST) with the config's own options over it."""
     # .get: configs saved before the field existed (an old checkpoint's) have none.
-    return parse(cfg.train.get("xla_options", "")) or None
+    return {**(base or {}), **parse(cfg.train.get("xla_options", ""))} or None
 
 
 def dumps(text: str) -> bool:
