@@ -32,10 +32,10 @@ Speed on a 2-core CPU, side by side with nanoGPT (PyTorch, eager, 2 threads), fr
 than XLA's (benchmarks/matmul_shapes.py). Since default recomputes each layer and runs 4
 microbatches of 16 (AMD Zen 4, 2 rounds in rotation with nanoGPT's train.py): 5.72 s/step vs
 8.99 (1.57x tokens/s) at 1,105 MiB vs 3,623 without dropout; 7.06 s vs 11.63 (1.65x) at 1,306
-MiB vs 6,601 with dropout 0.2. baby on a quiet AMD Zen 4 (2 rounds of 100 steps, then whole
-2000-step runs, `--sizes baby --steps 100 --train_to_end --nanogpt_dir=PATH`): 27.7 ms/step vs
-nanoGPT's train.py 43.5 (0.64x); whole runs 88.0 s cold / 82.1 s warm compile cache vs 99.6 s
-(0.88x / 0.82x), peak RSS 552 / 535 MiB vs 367.
+MiB vs 6,601 with dropout 0.2. baby on the AMD Zen 4 (2 rounds of 100 steps, then whole
+2000-step runs, `--sizes baby --steps 100 --train_to_end --nanogpt_dir=PATH`): 23.8 ms/step vs
+nanoGPT's train.py 37.2 (0.64x); whole runs 79.2 s cold / 75.1 s warm compile cache vs 95.1 s
+(0.83x / 0.79x), peak RSS 606 / 529 MiB vs 367 (README, Benchmarks).
 """
 import os
 
