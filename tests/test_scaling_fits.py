@@ -157,6 +157,23 @@ def test_stable_phase_check_compares_sizes_at_equal_tokens():
     assert [(v[1], round(v[3], 3)) for v in check["violations"]] == [("N=2e+05", 6.1)]
 
 
+def test_decayed_check_interpolates_each_size_between_its_branches():
+    # Three sizes with two or three branches each, at token counts no two sizes share.
+    results = {"params": np.array([1e5, 1e5, 1e5, 2e5, 2e5, 4e5]),
+               "tokens": np.array([1e6, 4e6, 1.6e7, 2e6, 8e6, 3e6]),
+               "loss": np.array([5.0, 4.6, 4.3, 4.75, 4.2, 4.5])}
+    check = analysis.decayed_monotonicity(results)
+    # 2e5 at 2e6 against 1e5 halfway (in log D) between 5.0 and 4.6: 4.8 > 4.75, fine; at 8e6
+    # halfway between 4.6 and 4.3: 4.45 > 4.2. 4e5 at 3e6 against 2e5 at log-fraction
+    # log(1.5)/log(4) between 4.75 and 4.2: 4.59 > 4.5. No violations in 3 pairs.
+    assert check == {"checked": 3, "violations": []}
+    results["loss"][-1] = 4.6  # now above 2e5's interpolated 4.59
+    check = analysis.decayed_monotonicity(results)
+    expected = 4.75 + (4.2 - 4.75) * np.log(1.5) / np.log(4)
+    assert [(v[1], round(v[2], 6), v[3]) for v in check["violations"]] == [
+        ("N=4e+05", round(expected, 6), 4.6)]
+
+
 def test_cli_refits_and_redraws_from_results_csv(tmp_path):
     rows = synthetic_study(TRUE, noise=0.003)
     write_csv(rows + [{**rows[0], "name": "stable", "role": "stable", "eval_loss": 9.0}],

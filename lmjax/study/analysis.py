@@ -79,21 +79,38 @@ def monotonicity(results: dict) -> dict:
 def stable_monotonicity(curves: list[dict]) -> dict:
     """Does loss fall with N at fixed D along the stable phases (constant LR)?
 
-    Each size's stable-phase evals (curves.csv rows) against tokens; at every eval of the
-    larger of two adjacent sizes that lies within the smaller one's range, the smaller one's
-    loss is interpolated in log D and must be higher.
+    Each size's stable-phase evals (curves.csv rows) against tokens, compared as
+    `_adjacent_sizes_at_equal_tokens` does.
     """
     by_size = {}
     for row in curves:  # a segment's first eval repeats its source's last: one per D
         if row.get("role") == "stable" and row.get("eval_loss") not in ("", None):
             by_size.setdefault(float(row["num_params"]), {})[float(row["tokens"])] = \
                 float(row["eval_loss"])
-    by_size = {n: list(points.items()) for n, points in by_size.items()}
+    return _adjacent_sizes_at_equal_tokens(by_size)
+
+
+def decayed_monotonicity(results: dict) -> dict:
+    """Does the decayed loss (what both fits use) fall with N at fixed D?
+
+    Branches of different sizes never share a token count, so each size's decayed losses are
+    interpolated in log D between its own branches (`_adjacent_sizes_at_equal_tokens`).
+    """
+    by_size = {}
+    for n, d, loss in zip(results["params"], results["tokens"], results["loss"]):
+        by_size.setdefault(float(n), {})[float(d)] = float(loss)
+    return _adjacent_sizes_at_equal_tokens(by_size)
+
+
+def _adjacent_sizes_at_equal_tokens(by_size: dict) -> dict:
+    """{N: {D: loss}}: at every D of the larger of two adjacent sizes that lies within the
+    smaller one's range, the smaller one's loss, interpolated in log D, must be higher.
+    Nothing is extrapolated: a D outside the smaller size's range is not checked."""
     checked, violations = 0, []
     sizes = sorted(by_size)
     for small, large in zip(sizes[:-1], sizes[1:]):
-        d_small, l_small = (np.array(x) for x in zip(*sorted(by_size[small])))
-        for d, loss in sorted(by_size[large]):
+        d_small, l_small = (np.array(x) for x in zip(*sorted(by_size[small].items())))
+        for d, loss in sorted(by_size[large].items()):
             if not d_small[0] <= d <= d_small[-1]:
                 continue
             checked += 1
@@ -109,6 +126,7 @@ def analyse(results: dict, samples: int = 200, seed: int = 0, starts: int = 64,
     """Both fits with their bootstrap intervals, and the monotonicity checks (the stable
     phases' too, given the study's curves.csv rows)."""
     checks = monotonicity(results)
+    checks["N at fixed D, decayed (interpolated in log D)"] = decayed_monotonicity(results)
     if curves:
         checks["N at fixed D, stable phase"] = stable_monotonicity(curves)
     budgets = results["budget"]
