@@ -20,21 +20,36 @@ def dropout_model(overrides=None):
     return cfg, model, tokens, helpers.randomize(helpers.unboxed(shapes), 0, 0.1)
 
 
+def probs_keep(blocks, cfg):
+    """The attention probabilities' (B, H, T, T) keep mask, from the (B, G, H/G, queries, keys)
+    masks of its query blocks (one for the einsum backend); where no block reaches (keys after
+    the query) the probabilities are 0 anyway."""
+    blocks = [np.asarray(b) for b in blocks]
+    B, H, T = blocks[0].shape[0], cfg.model.num_heads, cfg.train.seq_len
+    full, end = np.ones((B, H, T, T), bool), 0
+    for block in blocks:
+        queries, keys = block.shape[-2:]
+        end += queries
+        full[:, :, end - queries:end, end - keys:end] = block.reshape(B, H, queries, keys)
+    return full
+
+
 def keep_masks(inter, cfg):
     """The keep masks each dropout drew, read off its captured output (dropped entries are 0)."""
     kept = lambda node: np.asarray(node["__call__"][0]) != 0
     masks = {"embed": kept(inter["Dropout_0"])}
-    H, T = cfg.model.num_heads, cfg.train.seq_len
     for i in range(cfg.model.num_layers):
         layer = inter[f"layer_{i}"]
-        probs = np.asarray(layer["attn"]["probs_keep"][0][0])  # (B, G, H/G, T, S)
-        masks[f"layer_{i}"] = {"probs": probs.reshape(probs.shape[0], H, T, T),
+        masks[f"layer_{i}"] = {"probs": probs_keep(layer["attn"]["probs_keep"][0], cfg),
                                "attn": kept(layer["Dropout_0"]), "mlp": kept(layer["Dropout_1"])}
     return masks
 
 
-def test_dropout_matches_numpy_at_nanogpts_four_places():
-    cfg, model, tokens, params = dropout_model()
+@pytest.mark.parametrize("attention", ["einsum", "blockwise"])
+def test_dropout_matches_numpy_at_nanogpts_four_places(attention):
+    # blockwise: two query blocks, whose probabilities' masks come from one draw.
+    cfg, model, tokens, params = dropout_model({"model.attention": attention,
+                                                "model.attention_block": 8})
     key = step_lib.dropout_key(0, 3)
     logits, state = jax.jit(lambda p, t: model.apply(
         {"params": p}, t, train=True, rngs={"dropout": key}, capture_intermediates=True,
