@@ -47,7 +47,7 @@ def keep_masks(inter, cfg):
 
 @pytest.mark.parametrize("attention", ["einsum", "blockwise"])
 def test_dropout_matches_numpy_at_nanogpts_four_places(attention):
-    # blockwise: two query blocks, whose probabilities' masks come from one draw.
+    # blockwise: two query blocks, each drawing its own mask for its probabilities.
     cfg, model, tokens, params = dropout_model({"model.attention": attention,
                                                 "model.attention_block": 8})
     key = step_lib.dropout_key(0, 3)
