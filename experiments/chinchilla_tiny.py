@@ -74,9 +74,10 @@ environment, ~1.4x faster steps for these sizes):
     decayed losses interpolated in log D between its branches; the smallest margin, 0.044
     nats for s4 against s3 at 2.3M, exceeds the 0.032 by which the chord can overstate s3's
     loss there, given the curvature of s3's three branches); along the stable phases, loss
-    falls with N at fixed D in 57 of 62 pairs. Four violations are at D <= 1.4M tokens (three of them s3, 2 layers -> s4, 3 layers: the rate tuned at s3 under
-    μP transfers across width, not depth, and the deeper model starts slower), and one is
-    s7 -> s8 at 3.9M by 0.003 nats; every other larger N is ahead.
+    falls with N at fixed D in 57 of 62 pairs. Four violations are at D <= 1.4M tokens (three
+    of them s3, 2 layers -> s4, 3 layers: the rate tuned at s3 under μP transfers across
+    width, not depth, and the deeper model starts slower), and one is s7 -> s8 at 3.9M by
+    0.003 nats; every other larger N is ahead.
 """
 from lmjax.config import base_config
 
