@@ -12,13 +12,14 @@ a factor of 3 apart, each on the sizes around its optimum at ~20 tokens per para
 18 branches and 18 stable-phase segments, 36 lmjax-sweep points; 4.4e14 FLOPs of 6ND trained
 in all (5.2e14 if every branch had its own stable phase), D from 1.2M to 21.0M tokens.
 
-Data: a 4096-piece SentencePiece BPE on 28 public-domain Project Gutenberg books (16.4 MB,
-4.87M tokens; experiments/data/gutenberg_books.tar.xz, experiments/data/
-gutenberg_books.SOURCE.txt names them); the eval set is 3 whole held-out books (A Tale of Two
-Cities, Meditations, The Time Machine; 406k tokens, of which every eval reads the same 65k),
-never windows of the training books. The largest D repeats the corpus ~4.3 times.
+Data: a 4096-piece SentencePiece BPE on 76 public-domain Project Gutenberg books (53.6 MB,
+16.33M tokens; experiments/data/gutenberg_books.tar.xz and gutenberg_books_more.tar.xz,
+experiments/data/gutenberg_books.SOURCE.txt names them); the eval set is 3 whole held-out books
+(A Tale of Two Cities, Meditations, The Time Machine; 403k tokens, of which every eval reads the
+same 65k), never windows of the training books. The largest D reads the corpus 1.3 times.
 
   mkdir -p data && tar -xJf experiments/data/gutenberg_books.tar.xz -C data
+  tar -xJf experiments/data/gutenberg_books_more.tar.xz -C data
   lmjax-prepare --input=data/gutenberg/train --valid_files=data/gutenberg/valid \\
       --output=data/gutenberg_sp4k --tokenizer=sentencepiece --vocab_size=4096
   lmjax-sweep --config=experiments/chinchilla_tiny.py --workdir=runs/chinchilla_tiny --parallel=2
@@ -33,51 +34,54 @@ The sweep is resumable (re-run the same command) and runs budget by budget, smal
 Learning rate: μP (model.parametrization = "mup", base width 64 = s3, head size fixed), so one
 rate holds at every width. The `:lr` sweep at s3 (WSD over 600 steps, 1.2M tokens) chose it:
       lr         1e-3    2e-3    3e-3    6e-3    1.2e-2
-      eval loss  5.412   5.250   5.178   5.136   5.201
+      eval loss  5.392   5.214   5.134   5.123   5.345
   lmjax-sweep --config=experiments/chinchilla_tiny.py:lr --workdir=runs/chinchilla_tiny_lr
 (experiments/results/chinchilla_tiny_lr/results.csv and .png), so LR = 6e-3.
 
-Measured here (2-core AMD EPYC, nothing else running), with glibc told to keep freed memory
-(MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1000000000000 MALLOC_ARENA_MAX=1 in the
-environment, ~1.4x faster steps for these sizes):
+Measured here (2-core AMD EPYC), with glibc told to keep freed memory (MALLOC_MMAP_MAX_=0
+MALLOC_TRIM_THRESHOLD_=1000000000000 MALLOC_ARENA_MAX=1 in the environment, ~1.4x faster
+steps for these sizes):
 - `:quick`, all 12 runs through `lmjax-sweep --parallel=2`, then lmjax.study.wsd and
-  lmjax-scaling: 2 min 36 s wall. Results in experiments/results/chinchilla_tiny_quick/.
-  At these budgets (55-380 steps per decayed run) the smallest model is best at both and
-  both parabolas open downwards, so Approach 2 and 3 are reported DEGENERATE: this checks the
-  pipeline, not Chinchilla.
-- The full study, all 36 points through `lmjax-sweep --parallel=2`: 1 h 25 min wall. Results
-  and figures in experiments/results/chinchilla_tiny/ (results.csv, curves.csv, fits.json,
-  report.txt, isoflop.png, parametric.png, wsd_curves.png). Eval loss of the decayed branches:
+  lmjax-scaling: 4 min 18 s wall while the full study's last point held one core (2 min 36 s
+  on an idle machine before). Results in experiments/results/chinchilla_tiny_quick/. At these
+  budgets (55-380 steps per decayed run) both parabolas have their minimum inside their three
+  sizes, but N_opt falls from 214k to 182k between them (a = -0.15) and Approach 3 is reported
+  DEGENERATE (E at its bound): this checks the pipeline, not Chinchilla.
+- The full study, all 36 points through `lmjax-sweep --parallel=2`: 2 h 14 min wall, with
+  other work on the machine for part of it (1 h 25 min on an idle machine for the same points
+  on 28 of the books before). Results and figures in experiments/results/chinchilla_tiny/
+  (results.csv, curves.csv, fits.json, report.txt, isoflop.png, parametric.png,
+  wsd_curves.png). Eval loss of the decayed branches:
       N \\ C      2.67e12          8e12             2.4e13           7.2e13
-      74k        5.124 @ 6.0M
-      161k       4.935 @ 2.8M     4.772 @ 8.3M
-      259k       5.007 @ 1.7M     4.690 @ 5.1M     4.542 @ 15.4M
-      370k       5.147 @ 1.2M     4.673 @ 3.6M     4.469 @ 10.8M
-      572k                        4.817 @ 2.3M     4.442 @ 7.0M     4.277 @ 21.0M
-      741k                                         4.451 @ 5.4M     4.259 @ 16.2M
-      1.08M                                        4.520 @ 3.7M     4.231 @ 11.1M
-      1.33M                                                         4.240 @ 9.0M
-      1.86M                                                         4.319 @ 6.4M
-  Approach 2 (bootstrap 5th-95th percentiles, 250 usable resamples of 1000):
-      a = 0.548 [0.523, 0.597]   b = 0.452 [0.403, 0.477]   (Hoffmann: 0.50 / 0.50)
-      N_opt 162k, 289k, 556k, 968k; tokens per parameter at the optimum 17.0 [16.9, 17.2],
-      16.0 [10.3, 16.6], 13.0 [10.9, 13.1], 12.8 [9.1, 14.5] (Chinchilla: ~20)
+      74k        5.082 @ 6.0M
+      161k       4.898 @ 2.8M     4.681 @ 8.3M
+      259k       4.981 @ 1.7M     4.605 @ 5.1M     4.423 @ 15.4M
+      370k       5.137 @ 1.2M     4.619 @ 3.6M     4.351 @ 10.8M
+      572k                        4.767 @ 2.3M     4.350 @ 7.0M     4.165 @ 21.0M
+      741k                                         4.368 @ 5.4M     4.137 @ 16.2M
+      1.08M                                        4.465 @ 3.7M     4.140 @ 11.1M
+      1.33M                                                         4.155 @ 9.0M
+      1.86M                                                         4.206 @ 6.4M
+  Approach 2 (bootstrap 5th-95th percentiles, 256 usable resamples of 1000):
+      a = 0.532 [0.514, 0.540]   b = 0.468 [0.460, 0.486]   (Hoffmann: 0.50 / 0.50)
+      N_opt 157k, 273k, 492k, 907k; tokens per parameter at the optimum 18.0 [17.9, 18.1],
+      17.9 [15.4, 18.4], 16.5 [14.1, 18.7], 14.6 [14.3, 16.2] (Chinchilla: ~20)
     a is inside [0.4, 0.6] but its 90% interval does not reach 0.5: N_opt grows a little
-    faster than D_opt, and tokens per parameter fall from 17 to 13 over 27x in C.
-  Approach 3 (Huber on log L, 200 bootstrap refits, 5% degenerate): E = 3.69 [1.88, 3.96],
-    alpha = 0.468 [0.192, 0.724], beta = 0.575 [0.234, 0.874], A = 201, B = 2989; RMS
-    residual 0.007 in log loss (parametric.png); optimum a = 0.551 [0.308, 0.741], 12.1-16.9
+    faster than D_opt, and tokens per parameter fall from 18 to 15 over 27x in C. On 28 of
+    the books (the largest D repeating them 4.3 times) the same study gave a = 0.548
+    [0.523, 0.597] and 17 to 13 tokens per parameter: repetition was part of the bias.
+  Approach 3 (Huber on log L, 200 bootstrap refits, 2% degenerate): E = 3.61 [2.55, 3.76],
+    alpha = 0.542 [0.197, 0.683], beta = 0.579 [0.359, 0.786], A = 454, B = 3608; RMS
+    residual 0.006 in log loss (parametric.png); optimum a = 0.517 [0.398, 0.773], 16.7-18.6
     tokens per parameter. Not degenerate: E > 0, no bound reached, alpha and beta in
     [0.2, 0.7], their intervals wide (18 points over ~1.4 decades of N and D).
   Monotonicity (report.txt): loss falls with D at every N (0 violations in 9 pairs); the
     decayed loss falls with N at fixed D (0 violations in 9 adjacent-size pairs, each size's
-    decayed losses interpolated in log D between its branches; the smallest margin, 0.044
-    nats for s4 against s3 at 2.3M, exceeds the 0.032 by which the chord can overstate s3's
-    loss there, given the curvature of s3's three branches); along the stable phases, loss
-    falls with N at fixed D in 57 of 62 pairs. Four violations are at D <= 1.4M tokens (three
-    of them s3, 2 layers -> s4, 3 layers: the rate tuned at s3 under μP transfers across
-    width, not depth, and the deeper model starts slower), and one is s7 -> s8 at 3.9M by
-    0.003 nats; every other larger N is ahead.
+    decayed losses interpolated in log D between its branches); along the stable phases, loss
+    falls with N at fixed D in 56 of 62 pairs. All six violations are s2 -> s3 (both 2
+    layers) and s3 -> s4 (the first 3-layer size) at D <= 1.4M tokens, early in their
+    constant-LR phases, where the larger model starts slower (μP transfers the rate across
+    width, not depth); past 1.4M tokens every larger N is ahead.
 """
 from lmjax.config import base_config
 
