@@ -150,6 +150,28 @@ def test_cli_trains_resumes_and_samples_in_process(tmp_path, capsys):
     assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 20
 
 
+def test_the_closing_sample_runs_after_training_lets_go_of_its_state(tmp_path, monkeypatch,
+                                                                    capsys):
+    finished = train_lib.finish
+    seen = {}
+
+    def spy(trainer, summary):
+        seen["eval_executables"] = trainer.eval_step._cache_size()
+        finished(trainer, summary)
+        seen["trainer"] = trainer
+
+    monkeypatch.setattr(train_lib, "finish", spy)
+    sampling = [a for a in SMOKE_OVERRIDES if "sample_tokens" not in a]
+    train_main([f"--config={helpers.EXPERIMENT}", f"--workdir={tmp_path / 'run'}", *sampling,
+                "--config.train.sample_tokens=12", "--config.train.steps=10"])
+    trainer = seen["trainer"]
+    assert seen["eval_executables"] > 0  # the evals compiled one, which finish() dropped
+    assert trainer.eval_step._cache_size() == 0 and trainer.train_step._cache_size() == 0
+    assert trainer.state.opt_state is None and trainer.state.params is not None
+    sample = open(tmp_path / "run" / "sample.txt").read()
+    assert len(sample) >= 12 and sample in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_cli_end_to_end_in_subprocesses(tmp_path):
     workdir = str(tmp_path / "run")

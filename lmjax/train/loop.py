@@ -116,6 +116,15 @@ class Trainer:
             out.update({f"eval_loss/{name}": t / max(c, 1.0) for name, (t, c) in sums.items()})
         return out
 
+    def release_training(self):
+        """Lets go of what only training needed (the optimizer state, the train and eval
+        executables) before the closing sample and plot, so the end of a run adds to the
+        process's peak memory only what those two need (baby: +15 MiB instead of +50)."""
+        self.state = self.state.replace(opt_state=None)
+        self.train_step.clear_cache()
+        self.eval_step.clear_cache()
+        host_memory.release_freed_host_memory()
+
     def describe(self, state, batch, compiled, compile_s: float):
         params = state.params
         n = state_lib.count_params(params)
@@ -273,9 +282,9 @@ def finish(trainer: Trainer, summary: dict):
     """What a person looks at after a run: a sample, the loss curve, summary.json."""
     cfg, workdir = trainer.cfg, trainer.workdir
     trainer.guard.finishing()
+    trainer.release_training()
     if cfg.train.sample_tokens > 0:
         from lmjax.infer.generate import Generator, Sampling, generate_text
-        host_memory.release_freed_host_memory()
         # Every process takes part: the parameters may be sharded across all of them.
         generator = Generator(cfg, trainer.state.params, trainer.mesh, compile_fast=True)
         text = generate_text(generator, trainer.data.tokenizer, [cfg.train.sample_prompt],
