@@ -79,6 +79,8 @@ def isoflop_profiles(results: dict, analysis: dict, path: str) -> None:
     ax_opt.set(xscale="log", yscale="log", xlabel="FLOPs C = 6ND", ylabel="N_opt, D_opt",
                title="compute-optimal N and D (bands: bootstrap 5th-95th percentile)")
     ax_opt.grid(alpha=0.3, which="both")
+    # Under a decade of C, matplotlib labels the minor ticks too, and they overlap.
+    ax_opt.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     if ax_opt.get_legend_handles_labels()[0]:
         ax_opt.legend(fontsize=8)
     fig.tight_layout()
