@@ -37,6 +37,35 @@ rate holds at every width. The `:lr` sweep at s3 (WSD over 600 steps, 1.2M token
       eval loss  5.392   5.214   5.134   5.123   5.345
   lmjax-sweep --config=experiments/chinchilla_tiny.py:lr --workdir=runs/chinchilla_tiny_lr
 (experiments/results/chinchilla_tiny_lr/results.csv and .png), so LR = 6e-3.
+The study's own horizons (586 to 10,251 steps) are longer than that sweep's 600, so the rate was
+checked there too, on decayed eval loss:
+- `:lr_horizon` reruns the study's points of s1 and s3 up to C = 2.4e13 at 1.2e-2 (10 runs,
+  15 min wall with `--parallel=2`; experiments/results/chinchilla_tiny_lr_horizon/):
+      lmjax-sweep --config=experiments/chinchilla_tiny.py:lr_horizon \\
+          --workdir=runs/chinchilla_tiny_lr_horizon --parallel=2
+- the whole study at 3e-3 (the same command with `--config.optim.lr=3e-3` and
+  `--workdir=runs/chinchilla_tiny_lr3e-3`); its first three budgets have run (26 of 36 points,
+  experiments/results/chinchilla_tiny_lr3e-3/), the fourth's have not.
+      size  D       steps   3e-3    6e-3    1.2e-2
+      s1    2.8M    1351    4.900   4.897   4.947
+      s1    8.3M    4053    4.682   4.681   4.701
+      s3    1.2M     586    5.150   5.137   5.357
+      s3    3.6M    1758    4.644   4.619   4.802
+      s3    10.8M   5273    4.387   4.351   4.372
+  (python -m lmjax.study.rates --results=3e-3=experiments/results/chinchilla_tiny_lr3e-3/results.csv
+      --results=6e-3=experiments/results/chinchilla_tiny/results.csv --results=1.2e-2=\
+      experiments/results/chinchilla_tiny_lr_horizon/results.csv --out=.../rates.png; the
+  table and figure are in experiments/results/chinchilla_tiny_lr_horizon/rates.*.)
+  6e-3 is the best of the three at every horizon. 1.2e-2's deficit at s3 shrinks with the
+  horizon (0.22, 0.18, 0.02), so at the largest budget's 10k steps the optimum may lie above
+  6e-3. Over all 13 decayed points of the first three budgets, 6e-3 beats 3e-3 at 11 (by up
+  to 0.048, s5 at 5.4M; experiments/results/chinchilla_tiny_lr3e-3/rates.*, the same command
+  with two --results); 3e-3 wins at s0 (by 0.009) and at s4 at 2.3M (by 0.004). On those
+  three budgets, Approach 2 gives a = 0.519 [0.491, 0.594] at 6e-3 (lmjax-scaling on the
+  study's results.csv without its C = 7.2e13 rows) and 0.515 [0.500, 0.546] at 3e-3
+  (experiments/results/chinchilla_tiny_lr3e-3/report.txt): halving the rate moves a by 0.004,
+  and both intervals reach 0.5. The fourth budget's N_opt, 907k against the 870k that the
+  first three's line predicts at 7.2e13, is what lifts the full study's a and its interval.
 
 Measured here (2-core AMD EPYC), with glibc told to keep freed memory (MALLOC_MMAP_MAX_=0
 MALLOC_TRIM_THRESHOLD_=1000000000000 MALLOC_ARENA_MAX=1 in the environment, ~1.4x faster
@@ -70,6 +99,8 @@ steps for these sizes):
     faster than D_opt, and tokens per parameter fall from 18 to 15 over 27x in C. On 28 of
     the books (the largest D repeating them 4.3 times) the same study gave a = 0.548
     [0.523, 0.597] and 17 to 13 tokens per parameter: repetition was part of the bias.
+    Halving the learning rate moves a by only 0.004 (the checks above); a higher rate at
+    the largest budget's horizons, where 1.2e-2 comes close, has not been tried.
   Approach 3 (Huber on log L, 200 bootstrap refits, 2% degenerate): E = 3.61 [2.55, 3.76],
     alpha = 0.542 [0.197, 0.683], beta = 0.579 [0.359, 0.786], A = 454, B = 3608; RMS
     residual 0.006 in log loss (parametric.png); optimum a = 0.517 [0.398, 0.773], 16.7-18.6
@@ -102,12 +133,15 @@ BUDGETS = {8e12 / 3: ["s0", "s1", "s2", "s3"],
 QUICK_BUDGETS = {2.5e11: ["s1", "s2", "s3"], 7.5e11: ["s1", "s2", "s3"]}
 LR = 6e-3  # the best of the `:lr` sweep at s3 (experiments/results/chinchilla_tiny_lr)
 LR_SWEEP = (1e-3, 2e-3, 3e-3, 6e-3, 1.2e-2)
+# `:lr_horizon`: the rate at the study's own horizons (1.2M to 10.8M tokens, 586 to 5273 steps)
+# rather than the `:lr` sweep's 600 steps, for a small size and the base width.
+HORIZON_SIZES, HORIZON_LRS, HORIZON_MAX_BUDGET = ("s1", "s3"), (1.2e-2,), 2.4e13
 DATA = "data/gutenberg_sp4k"  # written by the lmjax-prepare command above
 
 
 def get_config(arg=None):
-    if arg not in (None, "quick", "lr"):
-        raise ValueError(f"unknown variant {arg!r}; use :quick, :lr or nothing")
+    if arg not in (None, "quick", "lr", "lr_horizon"):
+        raise ValueError(f"unknown variant {arg!r}; use :quick, :lr, :lr_horizon or nothing")
     c = base_config()
     m = c.model
     m.num_layers, m.d_model = SIZES[BASE_SIZE]
@@ -166,7 +200,10 @@ def num_params(name: str) -> tuple[int, int]:
 
 
 def study_points(arg=None) -> list[dict]:
-    """The stable runs and cooldown branches (lmjax.study.wsd.plan) of the study or `:quick`."""
+    """The stable runs and cooldown branches (lmjax.study.wsd.plan) of the study, `:quick` or
+    `:lr_horizon`."""
+    if arg == "lr_horizon":
+        return horizon_points()
     from lmjax.study import wsd
     budgets = QUICK_BUDGETS if arg == "quick" else BUDGETS
     used = [s for s in SIZES if any(s in members for members in budgets.values())]
@@ -176,6 +213,26 @@ def study_points(arg=None) -> list[dict]:
     for p in points:
         p["num_params"], p["non_embedding_params"] = counts[p["size"]]
         p["tokens_per_step"] = TOKENS_PER_STEP
+    return points
+
+
+def horizon_points() -> list[dict]:
+    """The study's points of HORIZON_SIZES up to HORIZON_MAX_BUDGET, once per HORIZON_LRS rate."""
+    from lmjax.study import wsd
+    budgets = {c: [s for s in members if s in HORIZON_SIZES]
+               for c, members in BUDGETS.items() if c <= HORIZON_MAX_BUDGET}
+    points = []
+    for lr in HORIZON_LRS:
+        sizes = {s: (num_params(s)[0], {**size_overrides(s), "optim.lr": lr})
+                 for s in HORIZON_SIZES}
+        planned = wsd.plan(sizes, {c: m for c, m in budgets.items() if m}, TOKENS_PER_STEP,
+                           cooldown=0.2)
+        for p in planned:  # plan numbers its sources within its own list
+            if p["source"] is not None:
+                p["source"] += len(points)
+            p["num_params"], p["non_embedding_params"] = num_params(p["size"])
+            p["tokens_per_step"] = TOKENS_PER_STEP
+        points += planned
     return points
 
 
