@@ -39,7 +39,7 @@ rate holds at every width. The `:lr` sweep at s3 (WSD over 600 steps, 1.2M token
 (experiments/results/chinchilla_tiny_lr/results.csv and .png), so LR = 6e-3.
 The study's own horizons (586 to 10,251 steps) are longer than that sweep's 600, so the rate was
 checked there too, on decayed eval loss:
-- `:lr_horizon` reruns the study's points of s1 and s3 up to C = 2.4e13 at 1.2e-2 (10 runs,
+- `:lr_horizon` reruns the study's branches of s1 and s3 up to C = 2.4e13 at 1.2e-2 (10 runs,
   15 min wall with `--parallel=2`; experiments/results/chinchilla_tiny_lr_horizon/):
       lmjax-sweep --config=experiments/chinchilla_tiny.py:lr_horizon \\
           --workdir=runs/chinchilla_tiny_lr_horizon --parallel=2
@@ -133,15 +133,21 @@ BUDGETS = {8e12 / 3: ["s0", "s1", "s2", "s3"],
 QUICK_BUDGETS = {2.5e11: ["s1", "s2", "s3"], 7.5e11: ["s1", "s2", "s3"]}
 LR = 6e-3  # the best of the `:lr` sweep at s3 (experiments/results/chinchilla_tiny_lr)
 LR_SWEEP = (1e-3, 2e-3, 3e-3, 6e-3, 1.2e-2)
-# `:lr_horizon`: the rate at the study's own horizons (1.2M to 10.8M tokens, 586 to 5273 steps)
-# rather than the `:lr` sweep's 600 steps, for a small size and the base width.
-HORIZON_SIZES, HORIZON_LRS, HORIZON_MAX_BUDGET = ("s1", "s3"), (1.2e-2,), 2.4e13
+# `:lr_horizon` and `:lr_horizon_top`: the rate at the study's own horizons rather than the
+# `:lr` sweep's 600 steps. Each reruns the study's branches of its sizes and budgets at its
+# rates: a small size and the base width over 586-5273 steps, then the largest budget's
+# smallest and largest sizes (10251 and 3147 steps).
+HORIZON_CHECKS = {  # variant: (sizes, budgets, rates)
+    "lr_horizon": (("s1", "s3"), (8e12 / 3, 8e12, 2.4e13), (1.2e-2,)),
+    "lr_horizon_top": (("s4", "s8"), (7.2e13,), (1.2e-2,)),
+}
 DATA = "data/gutenberg_sp4k"  # written by the lmjax-prepare command above
 
 
 def get_config(arg=None):
-    if arg not in (None, "quick", "lr", "lr_horizon"):
-        raise ValueError(f"unknown variant {arg!r}; use :quick, :lr, :lr_horizon or nothing")
+    if arg not in (None, "quick", "lr", *HORIZON_CHECKS):
+        raise ValueError(f"unknown variant {arg!r}; use :quick, :lr, "
+                         f"{', '.join(':' + v for v in HORIZON_CHECKS)} or nothing")
     c = base_config()
     m = c.model
     m.num_layers, m.d_model = SIZES[BASE_SIZE]
@@ -201,9 +207,9 @@ def num_params(name: str) -> tuple[int, int]:
 
 def study_points(arg=None) -> list[dict]:
     """The stable runs and cooldown branches (lmjax.study.wsd.plan) of the study, `:quick` or
-    `:lr_horizon`."""
-    if arg == "lr_horizon":
-        return horizon_points()
+    a learning-rate check (HORIZON_CHECKS)."""
+    if arg in HORIZON_CHECKS:
+        return horizon_points(arg)
     from lmjax.study import wsd
     budgets = QUICK_BUDGETS if arg == "quick" else BUDGETS
     used = [s for s in SIZES if any(s in members for members in budgets.values())]
@@ -216,17 +222,15 @@ def study_points(arg=None) -> list[dict]:
     return points
 
 
-def horizon_points() -> list[dict]:
-    """The study's points of HORIZON_SIZES up to HORIZON_MAX_BUDGET, once per HORIZON_LRS rate."""
+def horizon_points(variant: str) -> list[dict]:
+    """The study's branches of HORIZON_CHECKS[variant]'s sizes and budgets, once per rate."""
     from lmjax.study import wsd
-    budgets = {c: [s for s in members if s in HORIZON_SIZES]
-               for c, members in BUDGETS.items() if c <= HORIZON_MAX_BUDGET}
+    sizes, budgets, rates = HORIZON_CHECKS[variant]
+    members = {c: [s for s in BUDGETS[c] if s in sizes] for c in budgets}
     points = []
-    for lr in HORIZON_LRS:
-        sizes = {s: (num_params(s)[0], {**size_overrides(s), "optim.lr": lr})
-                 for s in HORIZON_SIZES}
-        planned = wsd.plan(sizes, {c: m for c, m in budgets.items() if m}, TOKENS_PER_STEP,
-                           cooldown=0.2)
+    for lr in rates:
+        per_size = {s: (num_params(s)[0], {**size_overrides(s), "optim.lr": lr}) for s in sizes}
+        planned = wsd.plan(per_size, members, TOKENS_PER_STEP, cooldown=0.2)
         for p in planned:  # plan numbers its sources within its own list
             if p["source"] is not None:
                 p["source"] += len(points)

@@ -55,29 +55,32 @@ def test_study_sizes_count_the_models_parameters():
         assert study.num_params(name) == (total, total - tables)
 
 
-def test_lr_horizon_reruns_the_study_points_of_its_sizes_at_its_rates(tmp_path):
+@pytest.mark.parametrize("variant", ["lr_horizon", "lr_horizon_top"])
+def test_rate_checks_rerun_the_study_branches_of_their_sizes_at_their_rates(tmp_path, variant):
     import importlib.util
     spec = importlib.util.spec_from_file_location("chinchilla_tiny", STUDY)
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
-    key = lambda p: (p["size"], p["role"], p["steps"], p["start"], p["budget"])
-    base = sorted((p for p in study.study_points() if p["size"] in study.HORIZON_SIZES
-                   and p["budget"] <= study.HORIZON_MAX_BUDGET), key=key)
-    horizon = study.study_points("lr_horizon")
-    assert len(horizon) == len(base) * len(study.HORIZON_LRS)
-    for lr in study.HORIZON_LRS:
-        block = [p for p in horizon if p["overrides"]["optim.lr"] == lr]
-        assert [key(p) for p in sorted(block, key=key)] == [key(p) for p in base]
+    sizes, budgets, rates = study.HORIZON_CHECKS[variant]
+    key = lambda p: (p["size"], p["steps"], p["start"], p["budget"])
+    branches = lambda points: sorted((key(p) for p in points if p["role"] == "cooldown"))
+    base = [p for p in study.study_points() if p["size"] in sizes and p["budget"] in budgets]
+    checked = study.study_points(variant)
+    for lr in rates:
+        block = [p for p in checked if p["overrides"]["optim.lr"] == lr]
+        assert branches(block) == branches(base)  # the same branches, at another rate
         for p in block:
             assert {k: v for k, v in p["overrides"].items() if k != "optim.lr"} == \
                 study.size_overrides(p["size"])
             if p["source"] is not None:  # continues a segment of its own size and rate
-                source = horizon[p["source"]]
+                source = checked[p["source"]]
                 assert source["size"] == p["size"] and source["overrides"] == p["overrides"]
                 assert source["role"] == "stable" and source["steps"] == p["start"]
-    points = sweep.plan(STUDY + ":lr_horizon", str(tmp_path), {}, num_devices=1,
+            else:
+                assert p["role"] == "stable" and p["start"] == 0
+    points = sweep.plan(f"{STUDY}:{variant}", str(tmp_path), {}, num_devices=1,
                         check_data=False)
-    assert len(points) == len(horizon) and all(p.overrides["optim.lr"] in study.HORIZON_LRS
+    assert len(points) == len(checked) and all(p.overrides["optim.lr"] in rates
                                                for p in points)
 
 
