@@ -96,6 +96,9 @@ def get_config(arg=None):
     c.optim.b2 = 0.99
     c.optim.grad_clip = 1.0
     c.model.dropout = s["dropout"]
+    # Masks from a counter hash fused into the ops that use them, rather than threefry's while
+    # loops on CPU: default compiles and steps faster (lmjax/model/dropout.py, README Benchmarks).
+    c.model.dropout_rng = "hash"
     c.data.path = os.path.join(os.path.dirname(lmjax.__file__), "data", "tinyshakespeare.txt")
     c.data.tokenizer = "char"
     c.data.valid_fraction = 0.1

@@ -68,6 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Dropout on the embeddings, attention probabilities, attention and MLP outputs (as nanoGPT),
     # in training only; its masks are a pure function of (seed, step, layer).
     m.dropout = 0.0
+    m.dropout_rng = "threefry"  # threefry | hash: how masks are drawn (lmjax/model/dropout.py)
     m.z_loss = 0.0  # coefficient of log²Z added to the training loss (PaLM uses 1e-4)
     # Mixture of experts (model.mlp = "moe"): SwiGLU experts, top-k routing (lmjax/model/moe.py).
     m.moe = moe = ml_collections.ConfigDict()

@@ -11,6 +11,7 @@ import os
 from lmjax import config as config_lib, data
 from lmjax.errors import ConfigError, UsageError
 from lmjax.model.attention import ATTENTION_BACKENDS, DROPOUT_BACKENDS, SOFTCAP_BACKENDS
+from lmjax.model.dropout import DROPOUT_RNGS
 from lmjax.model.layers import NORMS
 from lmjax.model.mlp import MLPS
 from lmjax.model.parametrization import PARAMETRIZATIONS
@@ -70,7 +71,7 @@ def validate(cfg, num_devices: int | None = None):
     choices = {
         "model.positions": POSITIONS, "model.norm": NORMS, "model.mlp": MLPS,
         "model.attention": ATTENTION_BACKENDS, "model.rope_scaling": ROPE_SCALINGS,
-        "model.parametrization": PARAMETRIZATIONS,
+        "model.parametrization": PARAMETRIZATIONS, "model.dropout_rng": DROPOUT_RNGS,
         "model.dtype": ("float32", "bfloat16", "float16"),
         "model.param_dtype": ("float32", "bfloat16"),
         "optim.name": OPTIMIZERS, "optim.schedule": SCHEDULES, "optim.decay_shape": DECAY_SHAPES,

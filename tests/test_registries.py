@@ -64,6 +64,7 @@ def registered(monkeypatch):
 def test_unregistered_names_are_refused_with_the_registered_ones_listed():
     for field, value, listed in (("model.attention", "toy", "blockwise"),
                                  ("optim.name", "toy_sgd", "adamw"),
+                                 ("model.dropout_rng", "philox", "threefry, hash"),
                                  ("metrics.writers", ("toy",), "jsonl")):
         cfg = helpers.tiny_config({field: value})
         with pytest.raises(ConfigError, match=listed):

@@ -7,6 +7,7 @@ import pytest
 
 from tests import helpers
 from lmjax.model import build_model
+from lmjax.model import dropout as dropout_lib
 from lmjax.train import step as step_lib
 
 RATE = 0.3
@@ -45,11 +46,13 @@ def keep_masks(inter, cfg):
     return masks
 
 
-@pytest.mark.parametrize("attention", ["einsum", "blockwise"])
-def test_dropout_matches_numpy_at_nanogpts_four_places(attention):
+@pytest.mark.parametrize("attention,rng", [("einsum", "threefry"), ("blockwise", "threefry"),
+                                           ("blockwise", "hash")])
+def test_dropout_matches_numpy_at_nanogpts_four_places(attention, rng):
     # blockwise: two query blocks, each drawing its own mask for its probabilities.
     cfg, model, tokens, params = dropout_model({"model.attention": attention,
-                                                "model.attention_block": 8})
+                                                "model.attention_block": 8,
+                                                "model.dropout_rng": rng})
     key = step_lib.dropout_key(0, 3)
     logits, state = jax.jit(lambda p, t: model.apply(
         {"params": p}, t, train=True, rngs={"dropout": key}, capture_intermediates=True,
@@ -68,8 +71,9 @@ def test_dropout_matches_numpy_at_nanogpts_four_places(attention):
     helpers.assert_close(plain, helpers.np_transformer(tokens, np_params, cfg.model))
 
 
-def test_dropout_masks_are_a_function_of_seed_step_and_layer():
-    cfg, model, tokens, params = dropout_model()
+@pytest.mark.parametrize("rng", ["threefry", "hash"])
+def test_dropout_masks_are_a_function_of_seed_step_and_layer(rng):
+    cfg, model, tokens, params = dropout_model({"model.dropout_rng": rng})
 
     @jax.jit
     def masks(seed, step):
@@ -84,6 +88,70 @@ def test_dropout_masks_are_a_function_of_seed_step_and_layer():
     np.testing.assert_array_equal(a, again)
     assert (a != other_step).mean() > 0.2 and (a != other_seed).mean() > 0.2
     assert (a[0] != a[1]).mean() > 0.2  # each layer draws its own mask
+
+
+def lowbias32_numpy(x):
+    x = np.asarray(x, np.uint64) & 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def hash_bits_numpy(words, shape, starts=(0, 0)):
+    """The hash's bits of every index of `shape`, one index at a time in plain integers."""
+    seed = 0
+    for word in words:
+        seed = int(lowbias32_numpy(seed ^ int(word)))
+    out = np.empty(shape, np.uint64)
+    for index in np.ndindex(*shape):
+        lead = 0
+        for i, n in zip(index[:-2], shape[:-2]):
+            lead = lead * n + i
+        h = lowbias32_numpy(seed ^ lead)
+        h = lowbias32_numpy(int(h) ^ (index[-2] + starts[0]))
+        out[index] = lowbias32_numpy(int(h) ^ (index[-1] + starts[1]))
+    return out
+
+
+def test_hash_bits_match_numpy_and_keep_the_rate():
+    key = jax.random.fold_in(jax.random.key(7), 3)
+    words = np.asarray(jax.random.key_data(key))
+    shape, starts = (2, 3, 4, 5, 6), (8, 2)
+    np.testing.assert_array_equal(np.asarray(dropout_lib.hash_bits(key, shape, starts)),
+                                  hash_bits_numpy(words, shape, starts))
+    # A block's bits are the full array's at the block's offset: einsum and blockwise agree.
+    full = np.asarray(dropout_lib.hash_bits(key, (2, 3, 32, 32)))
+    block = np.asarray(dropout_lib.hash_bits(key, (2, 3, 8, 16), (16, 4)))
+    np.testing.assert_array_equal(block, full[:, :, 16:24, 4:20])
+    # The kept fraction is 1 - rate, and neighbours (either axis) are uncorrelated, to within
+    # ~4 standard errors of 256k draws.
+    keep = np.asarray(dropout_lib.hash_keep(key, (4, 256, 256), 0.2)).astype(np.float64)
+    assert abs(keep.mean() - 0.8) < 4 * np.sqrt(0.16 / keep.size)
+    for a, b in ((keep[..., 1:], keep[..., :-1]), (keep[:, 1:], keep[:, :-1]),
+                 (keep[1:], keep[:-1])):
+        assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 4 / np.sqrt(a.size)
+    other = np.asarray(dropout_lib.hash_keep(jax.random.fold_in(key, 1), (4, 256, 256), 0.2))
+    assert abs(np.corrcoef(keep.ravel(), other.ravel())[0, 1]) < 4 / np.sqrt(keep.size)
+
+
+def test_hash_dropout_drops_the_same_probabilities_in_einsum_and_blockwise():
+    outputs = {}
+    for attention in ("einsum", "blockwise"):
+        cfg, model, tokens, params = dropout_model({"model.attention": attention,
+                                                    "model.attention_block": 8,
+                                                    "model.dropout_rng": "hash"})
+        logits, state = jax.jit(lambda p, t: model.apply(
+            {"params": p}, t, train=True, rngs={"dropout": step_lib.dropout_key(0, 3)},
+            capture_intermediates=True, mutable=["intermediates"]))(params, tokens)
+        outputs[attention] = (np.asarray(logits), keep_masks(state["intermediates"], cfg))
+    (einsum_logits, einsum_masks), (block_logits, block_masks) = outputs.values()
+    causal = np.tril(np.ones((16, 16), bool))
+    for i in range(2):
+        np.testing.assert_array_equal(einsum_masks[f"layer_{i}"]["probs"][..., causal],
+                                      block_masks[f"layer_{i}"]["probs"][..., causal])
+    np.testing.assert_allclose(block_logits, einsum_logits, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow

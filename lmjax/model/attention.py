@@ -9,8 +9,8 @@ Backends, chosen by name in model.attention (ATTENTION_BACKENDS):
 A backend is a function (q (B,T,H,K), k (B,T,G,K), v (B,T,G,K), segments (B,T) or None, model
 cfg, window) -> (B,T,H,K); window > 0 limits each query to the last `window` positions (itself
 included), as a local (sliding-window) layer. A new kernel is one entry. Backends in
-DROPOUT_BACKENDS also take dropout=fn(probs, block start) for model.dropout on the attention
-probabilities.
+DROPOUT_BACKENDS also take dropout=fn(probs, (first query, first key)) for model.dropout on the
+attention probabilities.
 
 Scores are scaled by model.query_pre_attn_scalar ** -0.5 (head_dim when 0) and, with
 model.attn_logit_softcap = c > 0, squashed to c * tanh(s / c) before the mask (Gemma 2).
@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from lmjax.model import parametrization
+from lmjax.model.dropout import DROPOUT_RNGS
 from lmjax.model.layers import Norm, Projection, constrain, out_init_std
 from lmjax.model.positions import POSITIONS
 
@@ -94,7 +95,7 @@ def blockwise_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segments_BxT, cfg, wind
         q_seg = None if segments_BxT is None else segments_BxT[:, start:end]
         k_seg = None if segments_BxT is None else segments_BxT[:, first:end]
         mask = attention_mask(q_pos, k_pos, q_seg, k_seg, window)
-        block_dropout = None if dropout is None else (lambda p, s=start: dropout(p, s))
+        block_dropout = None if dropout is None else (lambda p, s=(start, first): dropout(p, s))
         outs.append(einsum_attention(q_BxTxHxK[:, start:end], k_BxTxGxK[:, first:end],
                                      v_BxTxGxK[:, first:end], mask, cfg, block_dropout))
     return jnp.concatenate(outs, axis=1)
@@ -191,13 +192,16 @@ def ring_attention(module: nn.Module, q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, positions
     return out
 
 
-def probs_dropout(rate: float, key, record=None):
-    """Dropout on attention probabilities from one key, folded with the query block's start.
+def probs_dropout(rate: float, key, rng: str = "threefry", record=None):
+    """Dropout on attention probabilities from one key and the block's (first query, first key)
+    (lmjax.model.dropout's DROPOUT_RNGS[rng]).
 
     A pure function of the key, so it can run inside the lax.cond of mixed local/global layers
     (where a flax submodule could not be called)."""
-    def drop(probs, block_start=0):
-        keep = jax.random.bernoulli(jax.random.fold_in(key, block_start), 1.0 - rate, probs.shape)
+    keep_mask = DROPOUT_RNGS[rng]
+
+    def drop(probs, starts=(0, 0)):
+        keep = keep_mask(key, probs.shape, rate, starts)
         if record is not None:
             record.append(keep)
         return jnp.where(keep, probs / (1.0 - rate), 0.0)
@@ -245,7 +249,7 @@ class Attention(nn.Module):
             extra = {}
             if c.dropout > 0 and not self.deterministic:
                 extra["dropout"] = probs_dropout(c.dropout, self.make_rng("dropout"),
-                                                 kept if static else None)
+                                                 c.dropout_rng, kept if static else None)
 
             def attend(is_local):
                 def run(q, k, v):

@@ -16,6 +16,7 @@ import numpy as np
 
 from lmjax.model import aux, parametrization
 from lmjax.model.attention import Attention
+from lmjax.model.dropout import dropout
 from lmjax.model.layers import Embed, Norm, Projection, constrain
 from lmjax.model.mlp import MLP
 from lmjax.model.moe import is_moe_layer
@@ -47,7 +48,7 @@ class Block(nn.Module):
     def __call__(self, x_BxTxD, positions_BxT, segments_BxT, local=None):
         c = self.cfg
         local = self.local if local is None else local
-        drop = lambda h: nn.Dropout(c.dropout)(h, deterministic=self.deterministic)
+        drop = lambda h: dropout(h, c.dropout, c.dropout_rng, self.deterministic)
         attn = Attention(c, decode_len=self.decode_len, deterministic=self.deterministic,
                          name="attn")
         h_BxTxD = attn(Norm(c, name="attn_norm")(x_BxTxD), positions_BxT, segments_BxT, local)
@@ -91,7 +92,7 @@ class Transformer(nn.Module):
         add_positions = POSITIONS[c.positions].embed
         if add_positions is not None:
             x_BxTxD = x_BxTxD + add_positions(self, c, positions_BxT, dtype)
-        x_BxTxD = nn.Dropout(c.dropout)(x_BxTxD, deterministic=not train)
+        x_BxTxD = dropout(x_BxTxD, c.dropout, c.dropout_rng, deterministic=not train)
         x_BxTxD = constrain(x_BxTxD, ("batch", "act_len", "act_embed"))
 
         block = remat_block(c.remat_policy, c.scan_layers)
