@@ -135,11 +135,11 @@ LR = 6e-3  # the best of the `:lr` sweep at s3 (experiments/results/chinchilla_t
 LR_SWEEP = (1e-3, 2e-3, 3e-3, 6e-3, 1.2e-2)
 # `:lr_horizon` and `:lr_horizon_top`: the rate at the study's own horizons rather than the
 # `:lr` sweep's 600 steps. Each reruns the study's branches of its sizes and budgets at its
-# rates: a small size and the base width over 586-5273 steps, then the largest budget's
-# smallest and largest sizes (10251 and 3147 steps).
+# rates, sizes in the order listed: a small size and the base width over 586-5273 steps, then
+# every size of the largest budget (3147-10251 steps), its smallest and largest first.
 HORIZON_CHECKS = {  # variant: (sizes, budgets, rates)
     "lr_horizon": (("s1", "s3"), (8e12 / 3, 8e12, 2.4e13), (1.2e-2,)),
-    "lr_horizon_top": (("s4", "s8"), (7.2e13,), (1.2e-2,)),
+    "lr_horizon_top": (("s4", "s8", "s5", "s6", "s7"), (7.2e13,), (1.2e-2,)),
 }
 DATA = "data/gutenberg_sp4k"  # written by the lmjax-prepare command above
 
@@ -226,7 +226,7 @@ def horizon_points(variant: str) -> list[dict]:
     """The study's branches of HORIZON_CHECKS[variant]'s sizes and budgets, once per rate."""
     from lmjax.study import wsd
     sizes, budgets, rates = HORIZON_CHECKS[variant]
-    members = {c: [s for s in BUDGETS[c] if s in sizes] for c in budgets}
+    members = {c: [s for s in sizes if s in BUDGETS[c]] for c in budgets}
     points = []
     for lr in rates:
         per_size = {s: (num_params(s)[0], {**size_overrides(s), "optim.lr": lr}) for s in sizes}
