@@ -1,7 +1,7 @@
 """Training throughput of lmjax vs nanoGPT (PyTorch), side by side on this machine.
 
     python benchmarks/train_throughput.py [--sizes baby,default] [--steps 30] [--rounds 2]
-        [--dropout=P] [--train_to_end] [--nanogpt_dir=PATH]
+        [--dropout=P] [--variants=NAME,...] [--train_to_end] [--nanogpt_dir=PATH]
 
 Each measurement runs in its own process (so peak RSS is that program's alone), alternating
 lmjax, its variants (VARIANTS: other settings, or glibc told to keep freed memory) and nanoGPT
@@ -34,12 +34,14 @@ RETAIN_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "10000000000
                  "MALLOC_ARENA_MAX": "1"}
 RETAIN = {"train.host_allocator": "retain"}  # the same, set by the run itself (mallopt)
 # Beside the config as shipped, each (overrides, environment): the larger size's former setting
-# (keep the matmul outputs for the backward pass, the whole batch at once), and the allocator
-# that keeps its freed memory, from the config or the environment.
+# (keep the matmul outputs for the backward pass, the whole batch at once), its former dropout
+# masks (JAX's threefry rather than the hash), and the allocator that keeps its freed memory,
+# from the config or the environment.
 VARIANTS = {"baby": {"host_allocator=retain": (RETAIN, {}),
                      "malloc=retain": ({}, RETAIN_MALLOC)},
             "default": {"dots_saveable, one batch": ({"model.remat_policy": "dots_saveable",
                                                     "optim.grad_accum_steps": 1}, {}),
+                        "dropout_rng=threefry": ({"model.dropout_rng": "threefry"}, {}),
                         "host_allocator=retain": (RETAIN, {}),
                         "malloc=retain": ({}, RETAIN_MALLOC)}}
 # Whole runs (--train_to_end), in this order each round, {name: overrides}: the first finds the
@@ -157,6 +159,9 @@ def main():
     parser.add_argument("--child", choices=["lmjax", "nanogpt", "nanogpt_real", "peak"])
     parser.add_argument("--size", default="baby")
     parser.add_argument("--overrides", default="{}")
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated names from VARIANTS to run beside the config "
+                             "(default: all of the size's; '' for none)")
     parser.add_argument("--dropout", type=float, default=None,
                         help="dropout of every program (default: each size's config, "
                              "0 on baby, 0.2 on default)")
@@ -182,8 +187,16 @@ def main():
         # Both sides train with the same dropout: the config's unless --dropout says otherwise.
         dropout = cfg.model.dropout if args.dropout is None else args.dropout
         same = {"model.dropout": dropout}
+        chosen = VARIANTS.get(size, {})
+        if args.variants is not None:
+            names = [n for n in args.variants.split(",") if n]
+            unknown = [n for n in names if n not in chosen]
+            if unknown:
+                parser.error(f"--variants: {unknown[0]!r} is not a {size} variant; use "
+                             f"{', '.join(chosen)}")
+            chosen = {n: chosen[n] for n in names}
         variants = {"lmjax": ({}, {}), **{f"lmjax {name}": variant
-                                          for name, variant in VARIANTS.get(size, {}).items()}}
+                                          for name, variant in chosen.items()}}
         results = {name: [] for name in [*variants, "nanoGPT"]}
         if args.nanogpt_dir:
             results["nanoGPT train.py"] = []
