@@ -1,0 +1,122 @@
+"""Run-to-run noise of a scaling study, from reruns of some of its points with another seed, and
+the IsoFLOP exponents' interval once that noise is allowed for.
+
+    python -m lmjax.study.seeds --results=DIR/results.csv --rerun=DIR2/results.csv [--out=TXT]
+
+--rerun is the results.csv of the same study (or of its first budgets) run with another
+`seed` (other initial weights and another data order). Its decayed runs are paired with the
+study's by (N, D); half the variance of the paired differences is one run's noise variance
+sigma^2, with a 90% chi-square interval. The study's Approach-2 fit is then refitted with
+independent N(0, sigma^2) draws added to every run's loss (a parametric bootstrap): the 5th-95th
+percentiles of a and b say how far seed noise alone moves them, beside the interval from
+resampling the runs (lmjax-scaling), which sees only the scatter of 4-5 runs per budget.
+"""
+import sys
+
+import numpy as np
+
+from lmjax.cli import ArgumentParser, check_output_file
+from lmjax.errors import UsageError
+from lmjax.study import analysis, isoflop
+
+
+def pair(study: dict, rerun: dict) -> list[dict]:
+    """Decayed runs present in both, matched by (N, D): {"params", "tokens", "loss", "rerun"}."""
+    reran = {(float(n), float(d)): float(loss)
+             for n, d, loss in zip(rerun["params"], rerun["tokens"], rerun["loss"])}
+    rows = [{"params": float(n), "tokens": float(d), "loss": float(loss),
+             "rerun": reran[(float(n), float(d))]}
+            for n, d, loss in zip(study["params"], study["tokens"], study["loss"])
+            if (float(n), float(d)) in reran]
+    if len(rows) < 2:
+        raise UsageError(f"--rerun: {len(rows)} of its runs match the study's by (num_params, "
+                         "tokens); rerun at least 2 of the study's points with another seed")
+    return rows
+
+
+def noise(rows: list[dict]) -> dict:
+    """sigma of one run's loss, from the paired differences, with its 90% interval."""
+    from scipy import stats
+    diffs = np.array([r["rerun"] - r["loss"] for r in rows])
+    dof = len(diffs)
+    # The differences' mean is not removed: both seeds estimate the same expected loss.
+    variance = float(np.mean(diffs ** 2)) / 2
+    low, high = (variance * dof / stats.chi2.ppf(q, dof) for q in (0.95, 0.05))
+    return {"sigma": variance ** 0.5, "interval": (low ** 0.5, high ** 0.5), "pairs": dof,
+            "mean_difference": float(diffs.mean())}
+
+
+def noisy_refits(study: dict, sigma: float, samples: int = 1000, seed: int = 0) -> dict:
+    """a and b refitted with N(0, sigma^2) added to every run's loss: their 5th-95th
+    percentiles, over the refits whose every budget keeps a minimum inside its sizes."""
+    rng = np.random.default_rng(seed)
+    values, dropped = {"a": [], "b": []}, 0
+    for _ in range(samples):
+        losses = study["loss"] + rng.normal(0.0, sigma, size=len(study["loss"]))
+        refit = isoflop.fit(study["budget"], study["params"], study["tokens"], losses)
+        if refit["degenerate"] or any(p["degenerate"] for p in refit["profiles"]):
+            dropped += 1
+            continue
+        for key in values:
+            values[key].append(refit[key])
+    if not values["a"]:
+        raise UsageError("every noisy refit lost a budget's minimum; the study's profiles are "
+                         "too flat for this noise")
+    return {key: tuple(float(x) for x in np.percentile(v, [5, 95]))
+            for key, v in values.items()} | {"used": len(values["a"]), "dropped": dropped}
+
+
+def report(rows, sigma: dict, fit: dict, refits: dict, point_interval=None) -> str:
+    lines = [f"{'N':>10} {'D':>10} {'seed 0':>8} {'rerun':>8} {'diff':>8}"]
+    for r in rows:
+        lines.append(f"{r['params']:>10.3g} {r['tokens']:>10.3g} {r['loss']:>8.4f} "
+                     f"{r['rerun']:>8.4f} {r['rerun'] - r['loss']:>+8.4f}")
+    low, high = sigma["interval"]
+    lines.append(f"one run's noise: sigma = {sigma['sigma']:.4f} [{low:.4f}, {high:.4f}] "
+                 f"(90%, {sigma['pairs']} pairs; mean difference {sigma['mean_difference']:+.4f})")
+    lines.append(f"Approach 2 of the study: a = {fit['a']:.3f}, b = {fit['b']:.3f}")
+    if point_interval:
+        lines.append(f"  resampling its runs (lmjax-scaling): a in [{point_interval[0]:.3f}, "
+                     f"{point_interval[1]:.3f}]")
+    lines.append(f"  with seed noise sigma = {sigma['sigma']:.4f} added to every run "
+                 f"({refits['used']} refits, {refits['dropped']} dropped without a minimum): "
+                 f"a in [{refits['a'][0]:.3f}, {refits['a'][1]:.3f}], "
+                 f"b in [{refits['b'][0]:.3f}, {refits['b'][1]:.3f}]")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--results", required=True, help="the study's results.csv")
+    parser.add_argument("--rerun", required=True,
+                        help="results.csv of some of its points run with another seed")
+    parser.add_argument("--samples", type=int, default=1000, help="noisy refits")
+    parser.add_argument("--out", default="", help="also write the report to this file")
+    args = parser.parse_args(argv)
+    try:
+        if args.samples < 10:
+            raise UsageError(f"--samples={args.samples}: use at least 10 refits")
+        if args.out:
+            check_output_file(args.out, "--out")
+        study = analysis.read_results(args.results)
+        rows = pair(study, analysis.read_results(args.rerun))
+        sigma = noise(rows)
+        fit = isoflop.fit(study["budget"], study["params"], study["tokens"], study["loss"])
+        if fit["degenerate"]:
+            raise UsageError(f"--results: Approach 2 is degenerate ({fit['degenerate']})")
+        refits = noisy_refits(study, sigma["sigma"], args.samples)
+        boot = isoflop.bootstrap(study["budget"], study["params"], study["tokens"],
+                                 study["loss"])
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    text = report(rows, sigma, fit, refits, boot["intervals"].get("a"))
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
