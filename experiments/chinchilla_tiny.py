@@ -66,6 +66,20 @@ checked there too, on decayed eval loss:
   (experiments/results/chinchilla_tiny_lr3e-3/report.txt): halving the rate moves a by 0.004,
   and both intervals reach 0.5. The fourth budget's N_opt, 907k against the 870k that the
   first three's line predicts at 7.2e13, is what lifts the full study's a and its interval.
+- `:lr_horizon_top` reruns that budget's smallest and largest sizes at 1.2e-2 (4 runs, 45 min
+  wall with `--parallel=2`; experiments/results/chinchilla_tiny_lr_horizon_top/):
+      lmjax-sweep --config=experiments/chinchilla_tiny.py:lr_horizon_top \\
+          --workdir=runs/chinchilla_tiny_lr_horizon_top --parallel=2
+      size  D       steps   6e-3    1.2e-2
+      s4    21.0M   10251   4.165   4.164
+      s8    6.4M     3147   4.206   4.208
+  1.2e-2 trails by 0.04-0.05 at the end of both stable phases and catches up in the
+  cooldowns: the two rates tie at that budget's horizons (within 0.003), at its smallest size
+  as at its largest. Taking the better rate at each of these points moves a by 0.001, so the
+  rate is not what lifts that budget's N_opt. A rate tuned per budget (`python -m
+  lmjax.study.tuned`: the one whose IsoFLOP profile reaches the lowest loss, among those that
+  ran all the budget's sizes) is 6e-3 at each of the first three, by 0.011-0.028 over 3e-3;
+  1.2e-2 has run all of no budget's sizes.
 
 Measured here (2-core AMD EPYC), with glibc told to keep freed memory (MALLOC_MMAP_MAX_=0
 MALLOC_TRIM_THRESHOLD_=1000000000000 MALLOC_ARENA_MAX=1 in the environment, ~1.4x faster
@@ -99,8 +113,8 @@ steps for these sizes):
     faster than D_opt, and tokens per parameter fall from 18 to 15 over 27x in C. On 28 of
     the books (the largest D repeating them 4.3 times) the same study gave a = 0.548
     [0.523, 0.597] and 17 to 13 tokens per parameter: repetition was part of the bias.
-    Halving the learning rate moves a by only 0.004 (the checks above); a higher rate at
-    the largest budget's horizons, where 1.2e-2 comes close, has not been tried.
+    Halving the learning rate moves a by only 0.004, and doubling it at the largest budget's
+    smallest and largest sizes changes their losses by at most 0.003 (the checks above).
   Approach 3 (Huber on log L, 200 bootstrap refits, 2% degenerate): E = 3.61 [2.55, 3.76],
     alpha = 0.542 [0.197, 0.683], beta = 0.579 [0.359, 0.786], A = 454, B = 3608; RMS
     residual 0.006 in log loss (parametric.png); optimum a = 0.517 [0.398, 0.773], 16.7-18.6
@@ -136,18 +150,22 @@ LR_SWEEP = (1e-3, 2e-3, 3e-3, 6e-3, 1.2e-2)
 # `:lr_horizon` and `:lr_horizon_top`: the rate at the study's own horizons rather than the
 # `:lr` sweep's 600 steps. Each reruns the study's branches of its sizes and budgets at its
 # rates, sizes in the order listed: a small size and the base width over 586-5273 steps, then
-# every size of the largest budget (3147-10251 steps), its smallest and largest first.
+# the largest budget's smallest and largest sizes (10251 and 3147 steps).
 HORIZON_CHECKS = {  # variant: (sizes, budgets, rates)
     "lr_horizon": (("s1", "s3"), (8e12 / 3, 8e12, 2.4e13), (1.2e-2,)),
-    "lr_horizon_top": (("s4", "s8", "s5", "s6", "s7"), (7.2e13,), (1.2e-2,)),
+    "lr_horizon_top": (("s4", "s8"), (7.2e13,), (1.2e-2,)),
 }
+# `:seed1`: the first two budgets rerun with another seed (other initial weights, another data
+# order), whose pairs with the study measure one run's noise (lmjax.study.seeds).
+SEED_CHECKS = {"seed1": (1, (8e12 / 3, 8e12))}  # variant: (seed, budgets)
 DATA = "data/gutenberg_sp4k"  # written by the lmjax-prepare command above
 
 
 def get_config(arg=None):
-    if arg not in (None, "quick", "lr", *HORIZON_CHECKS):
+    if arg not in (None, "quick", "lr", *HORIZON_CHECKS, *SEED_CHECKS):
         raise ValueError(f"unknown variant {arg!r}; use :quick, :lr, "
-                         f"{', '.join(':' + v for v in HORIZON_CHECKS)} or nothing")
+                         f"{', '.join(':' + v for v in (*HORIZON_CHECKS, *SEED_CHECKS))} "
+                         "or nothing")
     c = base_config()
     m = c.model
     m.num_layers, m.d_model = SIZES[BASE_SIZE]
@@ -206,15 +224,18 @@ def num_params(name: str) -> tuple[int, int]:
 
 
 def study_points(arg=None) -> list[dict]:
-    """The stable runs and cooldown branches (lmjax.study.wsd.plan) of the study, `:quick` or
-    a learning-rate check (HORIZON_CHECKS)."""
+    """The stable runs and cooldown branches (lmjax.study.wsd.plan) of the study, `:quick`, a
+    learning-rate check (HORIZON_CHECKS) or a rerun with another seed (SEED_CHECKS)."""
     if arg in HORIZON_CHECKS:
         return horizon_points(arg)
     from lmjax.study import wsd
-    budgets = QUICK_BUDGETS if arg == "quick" else BUDGETS
+    budgets, extra = (QUICK_BUDGETS if arg == "quick" else BUDGETS), {}
+    if arg in SEED_CHECKS:
+        seed, chosen = SEED_CHECKS[arg]
+        budgets, extra = {c: BUDGETS[c] for c in chosen}, {"seed": seed}
     used = [s for s in SIZES if any(s in members for members in budgets.values())]
     counts = {s: num_params(s) for s in used}
-    sizes = {s: (counts[s][0], size_overrides(s)) for s in used}
+    sizes = {s: (counts[s][0], {**size_overrides(s), **extra}) for s in used}
     points = wsd.plan(sizes, budgets, TOKENS_PER_STEP, cooldown=0.2)
     for p in points:
         p["num_params"], p["non_embedding_params"] = counts[p["size"]]
