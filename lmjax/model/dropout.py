@@ -10,8 +10,8 @@ the mesh. Why `hash`: on CPU, JAX lowers threefry to a rolled while loop per dra
 neither fuses nor compiles quickly (one per attention query block, per layer); the hash is a few
 multiplies and shifts per element on every backend, partitions like any elementwise op, and is
 recomputed for free under remat. Its bits come from the lowbias32 integer hash (C. Wellons,
-"Prospecting for hash functions", 2018), chained over the index's axes: adequate for dropout,
-not for sampling.
+"Prospecting for hash functions", 2018), applied to the seed and the leading axes' linear
+index, then chained with the last two axes' indices: adequate for dropout, not for sampling.
 
 A mask function is (key, shape, rate, starts=None) -> bool keep mask of `shape`. For attention
 probabilities (..., queries, keys), starts = (first query, first key) of the block: threefry
