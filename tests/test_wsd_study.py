@@ -84,6 +84,23 @@ def test_rate_checks_rerun_the_study_branches_of_their_sizes_at_their_rates(tmp_
                                                for p in points)
 
 
+def test_seed_check_reruns_the_first_budgets_with_its_seed(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("chinchilla_tiny", STUDY)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    seed, budgets = study.SEED_CHECKS["seed1"]
+    expected = [p for p in study.study_points() if p["budget"] in budgets]
+    checked = study.study_points("seed1")
+    # The study's own points of those budgets, in order, each with the seed added.
+    key = lambda p: (p["role"], p["size"], p["steps"], p["start"], p["budget"])
+    assert [key(p) for p in checked] == [key(p) for p in expected]
+    assert [p["overrides"] for p in checked] == [{**p["overrides"], "seed": seed}
+                                                 for p in expected]
+    points = sweep.plan(f"{STUDY}:seed1", str(tmp_path), {}, num_devices=1, check_data=False)
+    assert len(points) == len(checked) and all(p.overrides["seed"] == seed for p in points)
+
+
 def test_sweep_points_name_their_sources_and_wait_for_them(tmp_path):
     points = sweep.plan(STUDY + ":quick", str(tmp_path), {}, num_devices=1, check_data=False)
     names = [p.name for p in points]

@@ -5,8 +5,10 @@ the IsoFLOP exponents' interval once that noise is allowed for.
 
 --rerun is the results.csv of the same study (or of its first budgets) run with another
 `seed` (other initial weights and another data order). Its decayed runs are paired with the
-study's by (N, D); half the variance of the paired differences is one run's noise variance
-sigma^2, with a 90% chi-square interval. The study's Approach-2 fit is then refitted with
+study's by (N, D). The mean of the paired differences is the part of the noise a seed's runs
+share (one data order for every size), which moves no IsoFLOP minimum; half the variance of the
+differences about that mean is one run's own noise variance sigma^2, with a 90% chi-square
+interval. The study's Approach-2 fit is then refitted with
 independent N(0, sigma^2) draws added to every run's loss (a parametric bootstrap): the 5th-95th
 percentiles of a and b say how far seed noise alone moves them, beside the interval from
 resampling the runs (lmjax-scaling), which sees only the scatter of 4-5 runs per budget.
@@ -38,11 +40,13 @@ def noise(rows: list[dict]) -> dict:
     """sigma of one run's loss, from the paired differences, with its 90% interval."""
     from scipy import stats
     diffs = np.array([r["rerun"] - r["loss"] for r in rows])
-    dof = len(diffs)
-    # The differences' mean is not removed: both seeds estimate the same expected loss.
-    variance = float(np.mean(diffs ** 2)) / 2
+    # A seed also fixes the data order every size reads, so its runs share part of their
+    # noise: their mean difference. A shift shared by a whole budget leaves its IsoFLOP minimum
+    # where it is, so sigma is the spread about that mean (n - 1 degrees of freedom).
+    dof = len(diffs) - 1
+    variance = float(np.sum((diffs - diffs.mean()) ** 2)) / dof / 2
     low, high = (variance * dof / stats.chi2.ppf(q, dof) for q in (0.95, 0.05))
-    return {"sigma": variance ** 0.5, "interval": (low ** 0.5, high ** 0.5), "pairs": dof,
+    return {"sigma": variance ** 0.5, "interval": (low ** 0.5, high ** 0.5), "pairs": len(diffs),
             "mean_difference": float(diffs.mean())}
 
 
@@ -72,8 +76,10 @@ def report(rows, sigma: dict, fit: dict, refits: dict, point_interval=None) -> s
         lines.append(f"{r['params']:>10.3g} {r['tokens']:>10.3g} {r['loss']:>8.4f} "
                      f"{r['rerun']:>8.4f} {r['rerun'] - r['loss']:>+8.4f}")
     low, high = sigma["interval"]
-    lines.append(f"one run's noise: sigma = {sigma['sigma']:.4f} [{low:.4f}, {high:.4f}] "
-                 f"(90%, {sigma['pairs']} pairs; mean difference {sigma['mean_difference']:+.4f})")
+    lines.append(f"shared by the rerun's runs: a mean difference of "
+                 f"{sigma['mean_difference']:+.4f}")
+    lines.append(f"one run's own noise: sigma = {sigma['sigma']:.4f} [{low:.4f}, {high:.4f}] "
+                 f"(90%, from {sigma['pairs']} pairs about their mean)")
     lines.append(f"Approach 2 of the study: a = {fit['a']:.3f}, b = {fit['b']:.3f}")
     if point_interval:
         lines.append(f"  resampling its runs (lmjax-scaling): a in [{point_interval[0]:.3f}, "
