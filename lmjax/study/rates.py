@@ -30,6 +30,23 @@ def parse_spec(spec: str) -> tuple[float, str]:
     return value, path
 
 
+def results_parser(description: str, out_help: str) -> ArgumentParser:
+    """--results RATE=PATH (repeated) and --out, as every command over several rates takes."""
+    parser = ArgumentParser(description=description)
+    parser.add_argument("--results", action="append", default=[],
+                        help="RATE=PATH of a study's results.csv (at least two)")
+    parser.add_argument("--out", required=True, help=out_help)
+    return parser
+
+
+def parse_specs(specs: list) -> list[tuple[float, str]]:
+    """Every --results, at least two of them at different rates."""
+    parsed = [parse_spec(s) for s in specs]
+    if len({rate for rate, _ in parsed}) < 2:
+        raise UsageError("--results: give at least two different rates, each as RATE=PATH")
+    return parsed
+
+
 def compare(tables: dict) -> list[dict]:
     """{rate: read_results(...)} -> a row per (N, D) point all rates share, smallest N then D
     first: {"params", "tokens", "loss": {rate: loss}, "best": rate}."""
@@ -84,15 +101,9 @@ def plot(rows: list[dict], path: str) -> None:
 
 
 def main(argv=None) -> int:
-    parser = ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--results", action="append", default=[],
-                        help="RATE=PATH of a results.csv (at least two)")
-    parser.add_argument("--out", required=True, help="the figure (PNG)")
-    args = parser.parse_args(argv)
+    args = results_parser(__doc__.split("\n")[0], "the figure (PNG)").parse_args(argv)
     try:
-        specs = [parse_spec(s) for s in args.results]
-        if len({rate for rate, _ in specs}) < 2:
-            raise UsageError("--results: give at least two different rates, each as RATE=PATH")
+        specs = parse_specs(args.results)
         check_output_file(args.out, "--out")
         rows = compare({rate: analysis.read_results(path) for rate, path in specs})
     except UsageError as e:

@@ -16,10 +16,9 @@ import sys
 
 import numpy as np
 
-from lmjax.cli import ArgumentParser
 from lmjax.errors import UsageError
 from lmjax.study import analysis, isoflop
-from lmjax.study.rates import parse_spec
+from lmjax.study.rates import parse_specs, results_parser
 
 BUDGET_TOLERANCE = 1e-3  # budgets are written with 6 significant digits
 
@@ -125,15 +124,10 @@ def _write(path: str, fields, rows) -> None:
 
 
 def main(argv=None) -> int:
-    parser = ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--results", action="append", default=[],
-                        help="RATE=PATH of a study's results.csv (at least two)")
-    parser.add_argument("--out", required=True, help="directory for the merged results.csv")
-    args = parser.parse_args(argv)
+    args = results_parser(__doc__.split("\n")[0],
+                          "directory for the merged results.csv").parse_args(argv)
     try:
-        specs = [parse_spec(s) for s in args.results]
-        if len({rate for rate, _ in specs}) < 2:
-            raise UsageError("--results: give at least two different rates, each as RATE=PATH")
+        specs = parse_specs(args.results)
         if os.path.exists(args.out) and not os.path.isdir(args.out):
             raise UsageError(f"--out={args.out}: exists and is not a directory")
         tables = {rate: analysis.read_results(path) for rate, path in specs}
