@@ -168,9 +168,9 @@ HORIZON_CHECKS = {  # variant: (sizes, budgets, rates)
     "lr_horizon": (("s1", "s3"), (8e12 / 3, 8e12, 2.4e13), (1.2e-2,)),
     "lr_horizon_top": (("s4", "s8"), (7.2e13,), (1.2e-2,)),
 }
-# `:seed1`: the first two budgets rerun with another seed (other initial weights, another data
-# order), whose pairs with the study measure one run's noise (lmjax.study.seeds).
-SEED_CHECKS = {"seed1": (1, (8e12 / 3, 8e12))}  # variant: (seed, budgets)
+# `:seed1`: the first three budgets rerun with another seed (other initial weights, another
+# data order), whose pairs with the study measure one run's noise (lmjax.study.seeds).
+SEED_CHECKS = {"seed1": (1, (8e12 / 3, 8e12, 2.4e13))}  # variant: (seed, budgets)
 DATA = "data/gutenberg_sp4k"  # written by the lmjax-prepare command above
 
 
