@@ -55,9 +55,12 @@ def test_refits_without_noise_are_the_fit_and_the_command_runs(tmp_path, capsys)
     write_csv([r for r in rerun if r["flops_budget"] == min(x["flops_budget"] for x in rerun)],
               tmp_path / "rerun.csv")
     assert seeds.main([f"--results={tmp_path / 'study.csv'}", f"--rerun={tmp_path / 'rerun.csv'}",
-                       "--samples=50", f"--out={tmp_path / 'seeds.txt'}"]) == 0
+                       "--samples=50", f"--out={tmp_path / 'seeds.txt'}",
+                       f"--plot={tmp_path / 'seeds.png'}"]) == 0
     printed = capsys.readouterr().out
-    assert "from 7 pairs" in printed and (tmp_path / "seeds.txt").read_text().strip() == printed.strip()
+    assert "from 7 pairs" in printed
+    assert (tmp_path / "seeds.txt").read_text().strip() in printed
+    assert (tmp_path / "seeds.png").stat().st_size > 10000
 
 
 def test_a_rerun_sharing_no_point_is_a_one_line_error(tmp_path, capsys):

@@ -2,6 +2,7 @@
 the IsoFLOP exponents' interval once that noise is allowed for.
 
     python -m lmjax.study.seeds --results=DIR/results.csv --rerun=DIR2/results.csv [--out=TXT]
+        [--plot=PNG]
 
 --rerun is the results.csv of the same study (or of its first budgets) run with another
 `seed` (other initial weights and another data order). Its decayed runs are paired with the
@@ -13,6 +14,7 @@ independent N(0, sigma^2) draws added to every run's loss (a parametric bootstra
 percentiles of a and b say how far seed noise alone moves them, beside the interval from
 resampling the runs (lmjax-scaling), which sees only the scatter of 4-5 runs per budget.
 """
+import os
 import sys
 
 import numpy as np
@@ -67,7 +69,37 @@ def noisy_refits(study: dict, sigma: float, samples: int = 1000, seed: int = 0) 
         raise UsageError("every noisy refit lost a budget's minimum; the study's profiles are "
                          "too flat for this noise")
     return {key: tuple(float(x) for x in np.percentile(v, [5, 95]))
-            for key, v in values.items()} | {"used": len(values["a"]), "dropped": dropped}
+            for key, v in values.items()} | {"used": len(values["a"]), "dropped": dropped,
+                                            "samples": values["a"]}
+
+
+def plot(rows, sigma: dict, fit: dict, refits: dict, point_interval, path: str) -> None:
+    """Each run's loss at both seeds, and a over the noisy refits beside the other intervals."""
+    from lmjax.study import figures
+    _, plt = figures._pyplot()
+    fig, (ax_pairs, ax_a) = plt.subplots(1, 2, figsize=(11, 4.5))
+    first = np.array([r["loss"] for r in rows])
+    second = np.array([r["rerun"] for r in rows])
+    span = np.array([min(first.min(), second.min()), max(first.max(), second.max())])
+    ax_pairs.scatter(first, second, c=np.log([r["params"] for r in rows]), cmap="viridis")
+    ax_pairs.plot(span, span, "k:", label="equal")
+    ax_pairs.plot(span, span + sigma["mean_difference"], "k--",
+                  label=f"shared shift {sigma['mean_difference']:+.4f}")
+    ax_pairs.set(xlabel="decayed eval loss, the study's seed", ylabel="the rerun's seed",
+                 title=f"{len(rows)} runs at two seeds: sigma = {sigma['sigma']:.4f}")
+    ax_pairs.legend(fontsize=8)
+    ax_a.hist(refits["samples"], bins=40, color="tab:blue", alpha=0.6,
+              label=f"refits with seed noise: 90% [{refits['a'][0]:.3f}, {refits['a'][1]:.3f}]")
+    ax_a.axvline(fit["a"], color="k", label=f"the study's a = {fit['a']:.3f}")
+    if point_interval:
+        ax_a.axvspan(*point_interval, color="tab:orange", alpha=0.3,
+                     label=f"resampling its runs: [{point_interval[0]:.3f}, "
+                           f"{point_interval[1]:.3f}]")
+    ax_a.axvline(0.5, color="tab:red", linestyle="--", label="Chinchilla: 0.5")
+    ax_a.set(xlabel="a (N_opt ∝ C^a)", ylabel="refits", title="Approach 2's a")
+    ax_a.legend(fontsize=8)
+    fig.tight_layout()
+    figures._save(fig, path)
 
 
 def report(rows, sigma: dict, fit: dict, refits: dict, point_interval=None) -> str:
@@ -98,12 +130,14 @@ def main(argv=None) -> int:
                         help="results.csv of some of its points run with another seed")
     parser.add_argument("--samples", type=int, default=1000, help="noisy refits")
     parser.add_argument("--out", default="", help="also write the report to this file")
+    parser.add_argument("--plot", default="", help="draw the pairs and a's spread (PNG)")
     args = parser.parse_args(argv)
     try:
         if args.samples < 10:
             raise UsageError(f"--samples={args.samples}: use at least 10 refits")
-        if args.out:
-            check_output_file(args.out, "--out")
+        for flag, path in (("--out", args.out), ("--plot", args.plot)):
+            if path:
+                check_output_file(path, flag)
         study = analysis.read_results(args.results)
         rows = pair(study, analysis.read_results(args.rerun))
         sigma = noise(rows)
@@ -119,8 +153,12 @@ def main(argv=None) -> int:
     text = report(rows, sigma, fit, refits, boot["intervals"].get("a"))
     print(text)
     if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
             f.write(text + "\n")
+    if args.plot:
+        plot(rows, sigma, fit, refits, boot["intervals"].get("a"), args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 
