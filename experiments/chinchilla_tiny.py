@@ -115,19 +115,20 @@ steps for these sizes):
     [0.523, 0.597] and 17 to 13 tokens per parameter: repetition was part of the bias.
     Halving the learning rate moves a by only 0.004, and doubling it at the largest budget's
     smallest and largest sizes changes their losses by at most 0.003 (the checks above).
-  Seed noise: `:seed1` reran the first two budgets with seed 1 (16 runs, 13 min wall with
-    `--parallel=2`; experiments/results/chinchilla_tiny_seed1/, its seeds.txt from
+  Seed noise: `:seed1` reran the first three budgets with seed 1 (26 runs, 38 min wall with
+    `--parallel=2`; experiments/results/chinchilla_tiny_seed1/: seeds.txt and seeds.png from
       lmjax-sweep --config=experiments/chinchilla_tiny.py:seed1 \\
           --workdir=runs/chinchilla_tiny_seed1 --parallel=2
       python -m lmjax.study.seeds --results=experiments/results/chinchilla_tiny/results.csv \\
           --rerun=experiments/results/chinchilla_tiny_seed1/results.csv).
-    Its 8 decayed losses are 0.0195 lower on average (a seed also sets the data order every
-    size reads, and a shift shared by a budget moves no minimum), and differ from seed 0's by
-    -0.062 to +0.012: one run's own noise is sigma = 0.016 [0.011, 0.029]. Refitting Approach
-    2 with that noise added to every run gives a in [0.485, 0.563] (982 of 1000 refits): seed
+    Its 13 decayed losses are 0.0146 lower on average (a seed also sets the data order every
+    size reads, and a shift shared by a budget moves no minimum) and differ from seed 0's by
+    -0.062 to +0.012: one run's own noise is sigma = 0.014 [0.011, 0.021]. Refitting Approach
+    2 with that noise added to every run gives a in [0.492, 0.560] (990 of 1000 refits): seed
     noise alone moves a further than the interval from resampling the runs, which sees 4-5 runs
-    per budget. With seed 1's losses in place of seed 0's on the first two budgets a = 0.521;
-    with the two seeds' mean, 0.527.
+    per budget. On the first three budgets a = 0.519 at seed 0 and 0.513 at seed 1; over all
+    four with seed 1's losses in place of seed 0's a = 0.523, with the two seeds' mean 0.527.
+    The largest budget, whose N_opt lifts a, has one seed.
   Approach 3 (Huber on log L, 200 bootstrap refits, 2% degenerate): E = 3.61 [2.55, 3.76],
     alpha = 0.542 [0.197, 0.683], beta = 0.579 [0.359, 0.786], A = 454, B = 3608; RMS
     residual 0.006 in log loss (parametric.png); optimum a = 0.517 [0.398, 0.773], 16.7-18.6
