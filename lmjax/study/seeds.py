@@ -9,10 +9,10 @@ the IsoFLOP exponents' interval once that noise is allowed for.
 study's by (N, D). The mean of the paired differences is the part of the noise a seed's runs
 share (one data order for every size), which moves no IsoFLOP minimum; half the variance of the
 differences about that mean is one run's own noise variance sigma^2, with a 90% chi-square
-interval. The study's Approach-2 fit is then refitted with
-independent N(0, sigma^2) draws added to every run's loss (a parametric bootstrap): the 5th-95th
-percentiles of a and b say how far seed noise alone moves them, beside the interval from
-resampling the runs (lmjax-scaling), which sees only the scatter of 4-5 runs per budget.
+interval. The study's Approach-2 fit is then refitted with independent N(0, sigma^2) draws
+added to every run's loss (a parametric bootstrap): the 5th-95th percentiles of a and b say how
+far seed noise alone moves them, beside the interval from resampling the runs (lmjax-scaling),
+which sees only the scatter of 4-5 runs per budget.
 """
 import os
 import sys
