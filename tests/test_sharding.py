@@ -37,6 +37,8 @@ def dropout_rng(mesh_name):
 def reference_name(mesh_name):
     """The 1-device run a mesh's losses are compared with: the same dropout_rng."""
     return "one_device" + ("_hash" if dropout_rng(mesh_name) == "hash" else "")
+
+
 LEAVES = {
     "embedding": ("embed", "embedding"),
     "pos_embed": ("pos_embed",),
