@@ -19,16 +19,14 @@ import numpy as np
 from lmjax.errors import UsageError
 from lmjax.study import analysis, isoflop
 from lmjax.study.rates import parse_specs, results_parser
+from lmjax.study.wsd import write_csv
 
 BUDGET_TOLERANCE = 1e-3  # budgets are written with 6 significant digits
 
 
-def _budget_key(value: float, known: list) -> float:
-    for budget in known:
-        if abs(value - budget) <= BUDGET_TOLERANCE * budget:
-            return budget
-    known.append(value)
-    return value
+def _matching(value: float, known) -> float | None:
+    """The budget of `known` that `value` is, to the CSV's rounding."""
+    return next((b for b in known if abs(value - b) <= BUDGET_TOLERANCE * b), None)
 
 
 def profile_loss(params, losses) -> float:
@@ -47,7 +45,11 @@ def choose(tables: dict) -> list[dict]:
     for rate, t in tables.items():
         points = {}
         for n, loss, budget in zip(t["params"], t["loss"], t["budget"]):
-            points.setdefault(_budget_key(float(budget), known), {})[float(n)] = float(loss)
+            key = _matching(float(budget), known)
+            if key is None:
+                key = float(budget)
+                known.append(key)
+            points.setdefault(key, {})[float(n)] = float(loss)
         per_rate[rate] = points
     rows = []
     for budget in sorted(known):
@@ -86,17 +88,16 @@ def merge(specs: list, rows: list[dict], out_dir: str) -> int:
     """Writes OUT/results.csv and OUT/curves.csv of each budget's chosen rate; returns the
     number of result rows written."""
     chosen = {row["budget"]: row["best"] for row in rows}
-    known = list(chosen)
     results, curves, fields, curve_fields = [], [], None, None
     for rate, path in specs:
         kept_runs = set()
         for row in _read_rows(path):
             budget = row.get("flops_budget", "")
             try:
-                key = _budget_key(float(budget), list(known))
+                key = _matching(float(budget), chosen)
             except ValueError:
                 continue
-            if chosen.get(key) != rate:
+            if key is None or chosen[key] != rate:
                 continue
             fields = fields or list(row) + ["lr"]
             results.append({**row, "lr": f"{rate:g}"})
@@ -108,19 +109,10 @@ def merge(specs: list, rows: list[dict], out_dir: str) -> int:
                     curve_fields = curve_fields or list(row)
                     curves.append(row)
     os.makedirs(out_dir, exist_ok=True)
-    _write(os.path.join(out_dir, "results.csv"), fields, results)
+    write_csv(os.path.join(out_dir, "results.csv"), fields, results)
     if curves:
-        _write(os.path.join(out_dir, "curves.csv"), curve_fields, curves)
+        write_csv(os.path.join(out_dir, "curves.csv"), curve_fields, curves)
     return len(results)
-
-
-def _write(path: str, fields, rows) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:

@@ -137,13 +137,15 @@ def collect(root: str, points: list[dict], names: list[str], out_dir: str) -> li
                                                     * p.get("tokens_per_step", 0)),
                                "eval_loss": record["eval_loss"]})
     os.makedirs(out_dir, exist_ok=True)
-    _write_csv(os.path.join(out_dir, "results.csv"), RESULT_FIELDS, rows)
-    _write_csv(os.path.join(out_dir, "curves.csv"),
+    write_csv(os.path.join(out_dir, "results.csv"), RESULT_FIELDS, rows)
+    write_csv(os.path.join(out_dir, "curves.csv"),
                ("run", "role", "size", "num_params", "step", "tokens", "eval_loss"), curves)
     return rows
 
 
-def _write_csv(path: str, fields, rows) -> None:
+def write_csv(path: str, fields, rows) -> None:
+    """A CSV written beside `path` and renamed, so a reader never sees half of it; floats to 6
+    significant digits."""
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(fields))
