@@ -70,3 +70,29 @@ def test_a_rerun_sharing_no_point_is_a_one_line_error(tmp_path, capsys):
     assert seeds.main([f"--results={tmp_path / 'study.csv'}",
                        f"--rerun={tmp_path / 'other.csv'}"]) == 2
     assert capsys.readouterr().err.startswith("error: --rerun: 0 of its runs match")
+
+
+def test_merged_seeds_fit_as_their_mean_and_resample_both(tmp_path, capsys):
+    """Both seeds' runs in one table: each profile's parabola is the one through the seeds'
+    mean losses (least squares with two runs per size), and lmjax-scaling reads them all."""
+    from lmjax.study import analysis
+    exact = synthetic_study(TRUE, noise=0.0)
+    study, rerun = (with_additive_noise(exact, 0.02, s) for s in (3, 4))
+    write_csv(study, tmp_path / "study.csv")
+    write_csv(rerun, tmp_path / "rerun.csv")
+    assert seeds.main([f"--results={tmp_path / 'study.csv'}", f"--rerun={tmp_path / 'rerun.csv'}",
+                       "--samples=20", f"--merged={tmp_path / 'both'}"]) == 0
+    assert f"{2 * len(exact)} runs of both seeds" in capsys.readouterr().out
+    merged = analysis.read_results(str(tmp_path / "both" / "results.csv"))
+    assert len(merged["loss"]) == 2 * len(exact)
+    pooled = isoflop.fit(merged["budget"], merged["params"], merged["tokens"], merged["loss"])
+    mean = as_results([{**a, "eval_loss": (a["eval_loss"] + b["eval_loss"]) / 2}
+                       for a, b in zip(study, rerun)])
+    averaged = isoflop.fit(mean["budget"], mean["params"], mean["tokens"], mean["loss"])
+    assert pooled["a"] == pytest.approx(averaged["a"], rel=1e-9)
+    for p, q in zip(pooled["profiles"], averaged["profiles"]):
+        assert p["num_runs"] == 2 * q["num_runs"] and p["n_opt"] == pytest.approx(q["n_opt"])
+    # The merged table may not overwrite an input.
+    assert seeds.main([f"--results={tmp_path / 'both' / 'results.csv'}",
+                       f"--rerun={tmp_path / 'rerun.csv'}", f"--merged={tmp_path / 'both'}"]) == 2
+    assert "holds an input results.csv" in capsys.readouterr().err

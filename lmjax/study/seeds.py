@@ -2,7 +2,7 @@
 the IsoFLOP exponents' interval once that noise is allowed for.
 
     python -m lmjax.study.seeds --results=DIR/results.csv --rerun=DIR2/results.csv [--out=TXT]
-        [--plot=PNG]
+        [--plot=PNG] [--merged=DIR3]
 
 --rerun is the results.csv of the same study (or of its first budgets) run with another
 `seed` (other initial weights and another data order). Its decayed runs are paired with the
@@ -13,6 +13,11 @@ interval. The study's Approach-2 fit is then refitted with independent N(0, sigm
 added to every run's loss (a parametric bootstrap): the 5th-95th percentiles of a and b say how
 far seed noise alone moves them, beside the interval from resampling the runs (lmjax-scaling),
 which sees only the scatter of 4-5 runs per budget.
+
+--merged writes DIR3/results.csv with both seeds' runs in one table. Where the rerun covers
+every point, `lmjax-scaling --results=DIR3/results.csv` fits each profile to two runs per size
+(the same parabola as one through the seeds' mean) and its bootstrap, resampling runs, sees
+the seed noise.
 """
 import os
 import sys
@@ -22,6 +27,7 @@ import numpy as np
 from lmjax.cli import ArgumentParser, check_output_file
 from lmjax.errors import UsageError
 from lmjax.study import analysis, isoflop
+from lmjax.study.wsd import read_csv, write_csv
 
 
 def pair(study: dict, rerun: dict) -> list[dict]:
@@ -71,6 +77,17 @@ def noisy_refits(study: dict, sigma: float, samples: int = 1000, seed: int = 0) 
     return {key: tuple(float(x) for x in np.percentile(v, [5, 95]))
             for key, v in values.items()} | {"used": len(values["a"]), "dropped": dropped,
                                             "samples": values["a"]}
+
+
+def merge(study_csv: str, rerun_csv: str, out_dir: str) -> int:
+    """OUT/results.csv: every row of the study and of its rerun, with a `seed_run` column (0 for
+    the study's rows, 1 for the rerun's); returns the number of rows."""
+    tables = [read_csv(path) for path in (study_csv, rerun_csv)]
+    fields = list(dict.fromkeys([k for table in tables for row in table for k in row]))
+    rows = [{**row, "seed_run": i} for i, table in enumerate(tables) for row in table]
+    os.makedirs(out_dir, exist_ok=True)
+    write_csv(os.path.join(out_dir, "results.csv"), fields + ["seed_run"], rows)
+    return len(rows)
 
 
 def plot(rows, sigma: dict, fit: dict, refits: dict, point_interval, path: str) -> None:
@@ -131,6 +148,8 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=int, default=1000, help="noisy refits")
     parser.add_argument("--out", default="", help="also write the report to this file")
     parser.add_argument("--plot", default="", help="draw the pairs and a's spread (PNG)")
+    parser.add_argument("--merged", default="",
+                        help="write DIR/results.csv holding both seeds' runs, for lmjax-scaling")
     args = parser.parse_args(argv)
     try:
         if args.samples < 10:
@@ -138,6 +157,13 @@ def main(argv=None) -> int:
         for flag, path in (("--out", args.out), ("--plot", args.plot)):
             if path:
                 check_output_file(path, flag)
+        if args.merged:
+            merged = os.path.abspath(os.path.join(args.merged, "results.csv"))
+            if os.path.exists(args.merged) and not os.path.isdir(args.merged):
+                raise UsageError(f"--merged={args.merged}: exists and is not a directory")
+            if merged in (os.path.abspath(args.results), os.path.abspath(args.rerun)):
+                raise UsageError(f"--merged={args.merged}: holds an input results.csv; "
+                                 "write elsewhere")
         study = analysis.read_results(args.results)
         rows = pair(study, analysis.read_results(args.rerun))
         sigma = noise(rows)
@@ -159,6 +185,9 @@ def main(argv=None) -> int:
     if args.plot:
         plot(rows, sigma, fit, refits, boot["intervals"].get("a"), args.plot)
         print(f"wrote {args.plot}")
+    if args.merged:
+        count = merge(args.results, args.rerun, args.merged)
+        print(f"wrote {os.path.join(args.merged, 'results.csv')}: {count} runs of both seeds")
     return 0
 
 

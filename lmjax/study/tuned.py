@@ -10,7 +10,6 @@ Chinchilla tuned its schedule to each run's length, and every profile still come
 single rate. OUT gets results.csv and curves.csv of the chosen runs (with an `lr` column), and
 tuning.txt, the table it prints; `lmjax-scaling --results=OUT/results.csv` then refits them.
 """
-import csv
 import os
 import sys
 
@@ -19,7 +18,7 @@ import numpy as np
 from lmjax.errors import UsageError
 from lmjax.study import analysis, isoflop
 from lmjax.study.rates import parse_specs, results_parser
-from lmjax.study.wsd import write_csv
+from lmjax.study.wsd import read_csv, write_csv
 
 BUDGET_TOLERANCE = 1e-3  # budgets are written with 6 significant digits
 
@@ -76,14 +75,6 @@ def format_table(rows: list[dict], rates: list) -> str:
     return "\n".join(lines)
 
 
-def _read_rows(path: str) -> list[dict]:
-    try:
-        with open(path, newline="") as f:
-            return list(csv.DictReader(f))
-    except OSError as e:
-        raise UsageError(f"cannot read {path} ({e.strerror})") from None
-
-
 def merge(specs: list, rows: list[dict], out_dir: str) -> int:
     """Writes OUT/results.csv and OUT/curves.csv of each budget's chosen rate; returns the
     number of result rows written."""
@@ -91,7 +82,7 @@ def merge(specs: list, rows: list[dict], out_dir: str) -> int:
     results, curves, fields, curve_fields = [], [], None, None
     for rate, path in specs:
         kept_runs = set()
-        for row in _read_rows(path):
+        for row in read_csv(path):
             budget = row.get("flops_budget", "")
             try:
                 key = _matching(float(budget), chosen)
@@ -104,7 +95,7 @@ def merge(specs: list, rows: list[dict], out_dir: str) -> int:
             kept_runs.add(row.get("name", ""))
         curves_path = os.path.join(os.path.dirname(path), "curves.csv")
         if os.path.isfile(curves_path):
-            for row in _read_rows(curves_path):
+            for row in read_csv(curves_path):
                 if row.get("run") in kept_runs:
                     curve_fields = curve_fields or list(row)
                     curves.append(row)

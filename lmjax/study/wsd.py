@@ -143,6 +143,15 @@ def collect(root: str, points: list[dict], names: list[str], out_dir: str) -> li
     return rows
 
 
+def read_csv(path: str) -> list[dict]:
+    """The rows of a results.csv or curves.csv, as dicts of strings."""
+    try:
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    except OSError as e:
+        raise UsageError(f"cannot read {path} ({e.strerror})") from None
+
+
 def write_csv(path: str, fields, rows) -> None:
     """A CSV written beside `path` and renamed, so a reader never sees half of it; floats to 6
     significant digits."""
