@@ -1,5 +1,4 @@
 """lmjax.train.host_memory.release_freed_host_memory hands freed heap pages back to the OS."""
-import collections
 import os
 import subprocess
 import sys
@@ -56,27 +55,3 @@ def freed_mib_returned(allocator: str) -> float:
 def test_retain_keeps_freed_blocks_that_system_returns():
     assert freed_mib_returned("system") > 60  # unmapped on free
     assert freed_mib_returned("retain") < 4  # kept for the next allocation of its size
-
-
-def test_a_committed_save_hands_freed_memory_back(tmp_path, monkeypatch):
-    # A save's background commit allocates and frees tens of MiB in its own threads; once it
-    # has committed, the run hands them back rather than carrying them to its peak.
-    import jax.numpy as jnp
-    from ml_collections import ConfigDict
-
-    from lmjax.train import checkpoint, saves as saves_lib
-
-    trims = []
-    monkeypatch.setattr(host_memory, "release_freed_host_memory", lambda: trims.append(1))
-    cfg = ConfigDict({"keep_checkpoints": 1, "keep_every": 0, "barrier_timeout_s": 60,
-                      "on_save_error": "stop", "checkpoint_every": 4})
-    manager = checkpoint.make_manager(str(tmp_path / "run"), cfg)
-    saves = saves_lib.Saves(manager, cfg)
-    state = collections.namedtuple("State", "params opt_state")({"w": jnp.ones(1000)}, {})
-    saves.save(4, state, {}, {}, 0)
-    assert trims == []  # nothing freed is handed back while the commit may still be running
-    saves.wait()
-    assert trims == [1]
-    assert manager.all_steps() == [4]
-    saves.wait()  # nothing pending: nothing to hand back
-    assert trims == [1]

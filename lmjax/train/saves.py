@@ -19,7 +19,7 @@ import shutil
 import jax
 
 from lmjax.errors import RunFailure
-from lmjax.train import barriers, checkpoint, host_memory
+from lmjax.train import barriers, checkpoint
 
 
 class SaveFailed(RunFailure):
@@ -116,9 +116,6 @@ class Saves:
                 self.manager.wait_until_finished()
             except Exception as e:
                 self._failed(step, nbytes, e)
-            # The commit's threads allocate and free ~50 MiB per save (baby); handing it back
-            # keeps each save off the run's peak memory.
-            host_memory.release_freed_host_memory()
 
     def _failed(self, step: int, nbytes: int, error: Exception):
         explained = barriers.explain(error, f"checkpoint save of step {step}", step)
