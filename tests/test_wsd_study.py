@@ -84,7 +84,7 @@ def test_rate_checks_rerun_the_study_branches_of_their_sizes_at_their_rates(tmp_
                                                for p in points)
 
 
-def test_seed_check_reruns_the_first_budgets_with_its_seed(tmp_path):
+def test_seed_check_reruns_its_budgets_with_its_seed(tmp_path):
     import importlib.util
     spec = importlib.util.spec_from_file_location("chinchilla_tiny", STUDY)
     study = importlib.util.module_from_spec(spec)
