@@ -33,21 +33,28 @@ EXPERIMENT = os.path.join(ROOT, "experiments", "shakespeare_char.py")
 RETAIN_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "1000000000000",
                  "MALLOC_ARENA_MAX": "1"}
 RETAIN = {"train.host_allocator": "retain"}  # the same, set by the run itself (mallopt)
+# XLA:CPU's MLIR fusion emitters (its default) or its older ones, which the default size uses.
+FUSION_EMITTERS = {"train.xla_options": ""}
+NO_FUSION_EMITTERS = {"train.xla_options": "xla_cpu_use_fusion_emitters=false"}
 # Beside the config as shipped, each (overrides, environment): the larger size's former setting
 # (keep the matmul outputs for the backward pass, the whole batch at once), its former dropout
-# masks (JAX's threefry rather than the hash), and the allocator that keeps its freed memory,
-# from the config or the environment.
+# masks (JAX's threefry rather than the hash), the allocator that keeps its freed memory, from
+# the config or the environment, and the other kind of XLA:CPU fusion emitters.
 VARIANTS = {"baby": {"host_allocator=retain": (RETAIN, {}),
-                     "malloc=retain": ({}, RETAIN_MALLOC)},
+                     "malloc=retain": ({}, RETAIN_MALLOC),
+                     "fusion_emitters=false": (NO_FUSION_EMITTERS, {})},
             "default": {"dots_saveable, one batch": ({"model.remat_policy": "dots_saveable",
                                                     "optim.grad_accum_steps": 1}, {}),
                         "dropout_rng=threefry": ({"model.dropout_rng": "threefry"}, {}),
                         "host_allocator=retain": (RETAIN, {}),
-                        "malloc=retain": ({}, RETAIN_MALLOC)}}
+                        "malloc=retain": ({}, RETAIN_MALLOC),
+                        "fusion_emitters=true": (FUSION_EMITTERS, {})}}
 # Whole runs (--train_to_end), in this order each round, {name: overrides}: the first finds the
 # round's compilation cache empty and fills it, the others find it warm, as a rerun would.
 WHOLE_RUN_VARIANTS = {"cold compile cache": {}, "warm compile cache": {},
-                      "warm compile cache, host_allocator=retain": RETAIN}
+                      "warm compile cache, host_allocator=retain": RETAIN,
+                      "cold compile cache, fusion_emitters=false": NO_FUSION_EMITTERS,
+                      "warm compile cache, fusion_emitters=false": NO_FUSION_EMITTERS}
 
 
 def child_lmjax(size, steps, overrides):

@@ -47,9 +47,10 @@ from lmjax.config import base_config
 
 SIZES = {
     "baby": dict(num_layers=4, num_heads=4, d_model=128, seq_len=64, batch_size=12, steps=2000,
-                 dropout=0.0, remat_policy="dots_saveable", grad_accum_steps=1),
+                 dropout=0.0, remat_policy="dots_saveable", grad_accum_steps=1, xla_options=""),
     "default": dict(num_layers=6, num_heads=6, d_model=384, seq_len=256, batch_size=64, steps=5000,
-                    dropout=0.2, remat_policy="full", grad_accum_steps=4),
+                    dropout=0.2, remat_policy="full", grad_accum_steps=4,
+                    xla_options="xla_cpu_use_fusion_emitters=false"),
 }
 
 
@@ -102,6 +103,11 @@ def get_config(arg=None):
     # Masks from a counter hash fused into the ops that use them, rather than threefry's while
     # loops on CPU: default compiles and steps faster (lmjax/model/dropout.py, README Benchmarks).
     c.model.dropout_rng = "hash"
+    # default compiles with XLA:CPU's older fusion emitters: the same step time at 0.77x the
+    # peak memory, which its compile sets; baby's steps were slower with them
+    # (benchmarks/train_throughput.py, variants fusion_emitters=*). It is an XLA:CPU option; a
+    # TPU compile accepts it (lmjax-plan --config=...:size=default --target=v5e-8).
+    c.train.xla_options = s["xla_options"]
     c.data.path = os.path.join(os.path.dirname(lmjax.__file__), "data", "tinyshakespeare.txt")
     c.data.tokenizer = "char"
     c.data.valid_fraction = 0.1
