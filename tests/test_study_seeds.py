@@ -92,6 +92,9 @@ def test_merged_seeds_fit_as_their_mean_and_resample_both(tmp_path, capsys):
     assert pooled["a"] == pytest.approx(averaged["a"], rel=1e-9)
     for p, q in zip(pooled["profiles"], averaged["profiles"]):
         assert p["num_runs"] == 2 * q["num_runs"] and p["n_opt"] == pytest.approx(q["n_opt"])
+    # The report's loss table gives each cell the mean of its two runs.
+    table = analysis.loss_table(merged)
+    assert f"{mean['loss'][0]:.4f} @ D={mean['tokens'][0]:.2g} x2" in table
     # The merged table may not overwrite an input.
     assert seeds.main([f"--results={tmp_path / 'both' / 'results.csv'}",
                        f"--rerun={tmp_path / 'rerun.csv'}", f"--merged={tmp_path / 'both'}"]) == 2

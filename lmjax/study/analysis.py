@@ -227,14 +227,16 @@ def _parametric_lines(analysis: dict) -> list[str]:
 
 
 def loss_table(results: dict) -> str:
-    """Eval loss by size (rows) and budget (columns), the tokens beside each."""
+    """Eval loss by size (rows) and budget (columns), the tokens beside each; a cell with several
+    runs (seeds) gives their mean and count."""
     budgets = sorted(set(results["budget"]))
-    lines = ["N \\ C".ljust(10) + "".join(f"{c:>20.3g}" for c in budgets)]
+    lines = ["N \\ C".ljust(10) + "".join(f"{c:>24.3g}" for c in budgets)]
     for n in sorted(set(results["params"])):
         cells = []
         for c in budgets:
             hit = np.flatnonzero((results["params"] == n) & (results["budget"] == c))
-            cells.append(f"{results['loss'][hit[0]]:.4f} @ D={results['tokens'][hit[0]]:.2g}"
-                         if len(hit) else "")
-        lines.append(f"{n:<10.3g}" + "".join(f"{cell:>20}" for cell in cells))
+            runs = f" x{len(hit)}" if len(hit) > 1 else ""
+            cells.append(f"{results['loss'][hit].mean():.4f} @ D={results['tokens'][hit[0]]:.2g}"
+                         f"{runs}" if len(hit) else "")
+        lines.append(f"{n:<10.3g}" + "".join(f"{cell:>24}" for cell in cells))
     return "\n".join(lines)
