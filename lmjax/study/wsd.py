@@ -139,7 +139,7 @@ def collect(root: str, points: list[dict], names: list[str], out_dir: str) -> li
     os.makedirs(out_dir, exist_ok=True)
     write_csv(os.path.join(out_dir, "results.csv"), RESULT_FIELDS, rows)
     write_csv(os.path.join(out_dir, "curves.csv"),
-               ("run", "role", "size", "num_params", "step", "tokens", "eval_loss"), curves)
+              ("run", "role", "size", "num_params", "step", "tokens", "eval_loss"), curves)
     return rows
 
 
