@@ -37,14 +37,14 @@ RETAIN = {"train.host_allocator": "retain"}  # the same, set by the run itself (
 FUSION_EMITTERS = {"train.xla_options": ""}
 NO_FUSION_EMITTERS = {"train.xla_options": "xla_cpu_use_fusion_emitters=false"}
 # Beside the config as shipped, each (overrides, environment): the larger size's former setting
-# (keep the matmul outputs for the backward pass, the whole batch at once), its former dropout
+# (recompute each layer in the backward pass, 4 microbatches of 16), its former dropout
 # masks (JAX's threefry rather than the hash), the allocator that keeps its freed memory, from
 # the config or the environment, and the other kind of XLA:CPU fusion emitters.
 VARIANTS = {"baby": {"host_allocator=retain": (RETAIN, {}),
                      "malloc=retain": ({}, RETAIN_MALLOC),
                      "fusion_emitters=false": (NO_FUSION_EMITTERS, {})},
-            "default": {"dots_saveable, one batch": ({"model.remat_policy": "dots_saveable",
-                                                    "optim.grad_accum_steps": 1}, {}),
+            "default": {"remat=full accum=4": ({"model.remat_policy": "full",
+                                                       "optim.grad_accum_steps": 4}, {}),
                         "dropout_rng=threefry": ({"model.dropout_rng": "threefry"}, {}),
                         "host_allocator=retain": (RETAIN, {}),
                         "malloc=retain": ({}, RETAIN_MALLOC),
