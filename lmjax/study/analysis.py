@@ -122,7 +122,8 @@ def _adjacent_sizes_at_equal_tokens(by_size: dict) -> dict:
 
 
 def analyse(results: dict, samples: int = 200, seed: int = 0, starts: int = 64,
-            bootstrap_starts: int = 2, curves: list[dict] | None = None) -> dict:
+            bootstrap_starts: int = 2, curves: list[dict] | None = None,
+            bootstrap: str = "pairs") -> dict:
     """Both fits with their bootstrap intervals, and the monotonicity checks (the stable
     phases' too, given the study's curves.csv rows)."""
     checks = monotonicity(results)
@@ -132,7 +133,8 @@ def analyse(results: dict, samples: int = 200, seed: int = 0, starts: int = 64,
     budgets = results["budget"]
     iso = isoflop.fit(budgets, results["params"], results["tokens"], results["loss"])
     iso_boot = isoflop.bootstrap(budgets, results["params"], results["tokens"],
-                                 results["loss"], samples=samples * 5, seed=seed)
+                                 results["loss"], samples=samples * 5, seed=seed,
+                                 method=bootstrap)
     flops = sorted(set(float(c) for c in budgets))
     try:
         param = parametric.fit(results["params"], results["tokens"], results["loss"],
@@ -180,8 +182,11 @@ def format_report(analysis: dict) -> str:
             lines.append(f"  {key:10}{iso[key]:>8.3f}{_interval(boot, key):>18}"
                          f"{published.HOFFMANN_ISOFLOP[key]:>13.2f}"
                          f"{published.EQUAL_SCALING[key]:>7.2f}")
-        lines.append(f"  ({boot['num_samples']} bootstrap resamples, {boot['dropped']} dropped "
-                     "for a budget without a usable minimum)")
+        if boot["unavailable"]:
+            lines.append(f"  (no interval: {boot['unavailable']})")
+        else:
+            lines.append(f"  ({boot['num_samples']} bootstrap resamples ({boot['method']}), "
+                         f"{boot['dropped']} dropped for a budget without a usable minimum)")
 
     lines += ["", "Approach 3 (L = E + A/N^alpha + B/D^beta, Huber on log L):"]
     if analysis["parametric"] is None:

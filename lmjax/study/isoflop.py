@@ -9,6 +9,18 @@ intervals resample the runs within each budget and refit everything.
 A budget whose parabola opens downwards has no minimum, and one whose minimum lies outside the
 sizes it sampled is an extrapolation; both are reported as degenerate and left out of the
 exponent fit.
+
+Bootstrap intervals come from one of RESAMPLERS, by name:
+- "pairs" (the default, as Hoffmann et al. resample): the runs themselves, drawn with
+  replacement within each budget. With the 4-5 sizes a budget usually has, most resamples hold
+  fewer than 3 distinct sizes or move the minimum outside them and are dropped, and a budget of
+  4 sizes keeps little but the study itself, so its own N_opt interval can shrink to a point.
+- "residuals": each budget's losses are its parabola's fitted values plus residuals drawn from
+  every budget's pooled (leverage-adjusted, centred) residuals. The sizes are the study's
+  design, fixed, as in a regression bootstrap of residuals (Efron & Tibshirani 1993, ch. 9), so
+  every resample keeps every size and every budget has an N_opt interval.
+lmjax.study.coverage measures how often each one's interval for a holds the truth on a
+study's own design.
 """
 import math
 
@@ -49,13 +61,17 @@ def fit_profile(budget: float, params, losses) -> dict:
     if c2 <= 0:
         out["degenerate"] = "the parabola opens downwards: no loss minimum over N"
         return out
-    x_opt = -c1 / (2 * c2)
-    out.update(n_opt=math.exp(x_opt), loss_opt=float(c0 - c1 ** 2 / (4 * c2)))
-    out["d_opt"] = budget / (6.0 * out["n_opt"])
-    out["tokens_per_param"] = out["d_opt"] / out["n_opt"]
+    x_opt = float(-c1 / (2 * c2))
+    out["loss_opt"] = float(c0 - c1 ** 2 / (4 * c2))
+    # A nearly flat parabola can put its minimum past any float: such an N is not computed.
+    if abs(x_opt) < 700:
+        out["n_opt"] = math.exp(x_opt)
+        out["d_opt"] = budget / (6.0 * out["n_opt"])
+        out["tokens_per_param"] = out["d_opt"] / out["n_opt"]
     if not log_n.min() <= x_opt <= log_n.max():
-        out["degenerate"] = (f"the minimum N = {out['n_opt']:.3g} lies outside the sampled "
-                             f"sizes {math.exp(log_n.min()):.3g}-{math.exp(log_n.max()):.3g}")
+        out["degenerate"] = (f"the minimum N = {math.exp(min(x_opt, 700)):.3g} lies outside the "
+                             f"sampled sizes {math.exp(log_n.min()):.3g}-"
+                             f"{math.exp(log_n.max()):.3g}")
     return out
 
 
@@ -83,30 +99,84 @@ def fit(budgets, params, tokens, losses) -> dict:
     return out
 
 
-def _stratified_resample(budgets, rng):
-    idx = []
+def pairs_resampler(budgets, params, losses):
+    """Runs drawn with replacement within each budget: rng -> (run indices, their losses)."""
+    groups = [np.flatnonzero(budgets == c) for c in np.unique(budgets)]
+
+    def draw(rng):
+        idx = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
+        return idx, losses[idx]
+    return draw
+
+
+def residuals(budgets, params, losses) -> tuple[np.ndarray, np.ndarray]:
+    """(fitted values, leverage-adjusted residuals) of every run under its budget's parabola.
+
+    A residual r_i of a least-squares fit has variance sigma^2 (1 - h_i), h_i the run's
+    leverage, so r_i / sqrt(1 - h_i) has the noise's variance. Runs of a budget with fewer than
+    3 sizes, or exactly fitted (as many sizes as coefficients), have no residual: NaN.
+    """
+    fitted, adjusted = losses.copy(), np.full_like(losses, np.nan)
     for c in np.unique(budgets):
         members = np.flatnonzero(budgets == c)
-        idx.append(rng.choice(members, size=len(members), replace=True))
-    return np.concatenate(idx)
+        log_n = np.log(params[members])
+        if len(np.unique(log_n)) < MIN_SIZES:
+            continue
+        design = np.vander(log_n, 3)
+        hat = design @ np.linalg.pinv(design)
+        fitted[members] = hat @ losses[members]
+        leverage = np.clip(np.diag(hat), 0.0, 1.0)
+        free = leverage < 1.0 - 1e-9
+        adjusted[members[free]] = ((losses[members] - fitted[members])[free]
+                                   / np.sqrt(1.0 - leverage[free]))
+    return fitted, adjusted
 
 
-def bootstrap(budgets, params, tokens, losses, samples: int = 1000, seed: int = 0) -> dict:
+def residual_resampler(budgets, params, losses):
+    """Each budget's fitted values plus residuals drawn from the pooled, centred residuals:
+    rng -> (run indices, losses)."""
+    fitted, adjusted = residuals(budgets, params, losses)
+    pool = adjusted[np.isfinite(adjusted)]
+    if len(pool) == 0:
+        raise UsageError("IsoFLOP bootstrap of residuals: every budget's parabola passes "
+                         "exactly through its runs (3 sizes or fewer each), so there is no "
+                         "residual to resample; run a 4th size in a budget")
+    pool = pool - pool.mean()
+    idx = np.arange(len(losses))
+
+    def draw(rng):
+        return idx, fitted + rng.choice(pool, size=len(losses), replace=True)
+    return draw
+
+
+RESAMPLERS = {"pairs": pairs_resampler, "residuals": residual_resampler}
+
+
+def bootstrap(budgets, params, tokens, losses, samples: int = 1000, seed: int = 0,
+              method: str = "pairs") -> dict:
     """5th-95th percentiles of a, b and of each budget's N_opt, D_opt and tokens per parameter.
 
-    Runs are resampled with replacement within each budget; a resample in which a budget has
-    no usable minimum is counted in `dropped` and not used.
+    `method` names a RESAMPLERS entry; a resample in which a budget has no usable minimum is
+    counted in `dropped` and not used. With no residual to resample, the result has no
+    intervals and says why in `unavailable`.
     """
     budgets, params, tokens, losses = (np.asarray(x, dtype=np.float64)
                                        for x in (budgets, params, tokens, losses))
     if len(budgets) == 0:
         raise UsageError("IsoFLOP fit: no runs")
+    if method not in RESAMPLERS:
+        raise UsageError(f"bootstrap method {method!r}: use one of {', '.join(RESAMPLERS)}")
+    try:
+        draw = RESAMPLERS[method](budgets, params, losses)
+    except UsageError as e:
+        return {"intervals": {}, "samples": [], "num_samples": 0, "dropped": 0,
+                "method": method, "unavailable": str(e)}
     rng = np.random.default_rng(seed)
     rows, dropped = [], 0
     names = np.unique(budgets)
     for _ in range(samples):
-        idx = _stratified_resample(budgets, rng)
-        refit = fit(budgets[idx], params[idx], tokens[idx], losses[idx])
+        idx, resampled = draw(rng)
+        refit = fit(budgets[idx], params[idx], tokens[idx], resampled)
         if refit["degenerate"] or any(p["degenerate"] for p in refit["profiles"]):
             dropped += 1
             continue
@@ -121,7 +191,7 @@ def bootstrap(budgets, params, tokens, losses, samples: int = 1000, seed: int = 
         intervals = {k: tuple(float(v) for v in np.percentile([r[k] for r in rows], [5, 95]))
                      for k in rows[0]}
     return {"intervals": intervals, "samples": rows, "num_samples": len(rows),
-            "dropped": dropped}
+            "dropped": dropped, "method": method, "unavailable": ""}
 
 
 def band(samples: list[dict], flops, key: str = "n"):

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 from lmjax.errors import UsageError
-from lmjax.study import analysis as analysis_lib, figures
+from lmjax.study import analysis as analysis_lib, figures, isoflop
 
 
 def _plain(value):
@@ -32,14 +32,15 @@ def _plain(value):
 
 def refit(results_csv: str, out_dir: str, curves_csv: str = "", samples: int = 200,
           params_column: str = "num_params", loss_column: str = "eval_loss",
-          log=print) -> dict:
+          log=print, bootstrap: str = "pairs") -> dict:
     results = analysis_lib.read_results(results_csv, params_column, loss_column)
     log(f"fitting {len(results['loss'])} runs of {results_csv} "
         f"({samples} bootstrap resamples)...")
     curves = None
     if curves_csv and os.path.isfile(curves_csv):
         curves = figures.read_curves(curves_csv)
-    analysis = analysis_lib.analyse(results, samples=samples, curves=curves)
+    analysis = analysis_lib.analyse(results, samples=samples, curves=curves,
+                                    bootstrap=bootstrap)
     report = analysis_lib.loss_table(results) + "\n\n" + analysis_lib.format_report(analysis)
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "fits.json"), "w") as f:
@@ -58,15 +59,21 @@ def refit(results_csv: str, out_dir: str, curves_csv: str = "", samples: int = 2
 
 
 def run(args) -> int:
-    """lmjax-scaling --results=...: args.results, curves, out, samples, params, loss."""
+    """lmjax-scaling --results=...: args.results, curves, out, samples, params, loss,
+    bootstrap."""
     if args.samples < 10:
         print(f"error: --samples={args.samples}: use at least 10 bootstrap resamples",
+              file=sys.stderr)
+        return 2
+    if args.bootstrap not in isoflop.RESAMPLERS:
+        print(f"error: --bootstrap={args.bootstrap}: use one of {', '.join(isoflop.RESAMPLERS)}",
               file=sys.stderr)
         return 2
     directory = os.path.dirname(os.path.abspath(args.results))
     curves = args.curves or os.path.join(directory, "curves.csv")
     try:
-        refit(args.results, args.out or directory, curves, args.samples, args.params, args.loss)
+        refit(args.results, args.out or directory, curves, args.samples, args.params, args.loss,
+              bootstrap=args.bootstrap)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

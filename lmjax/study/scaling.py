@@ -119,6 +119,10 @@ def main(argv=None) -> int:
     parser.add_argument("--curves", default="", help="--results: the study's curves.csv")
     parser.add_argument("--samples", type=int, default=200, help="--results: bootstrap "
                         "resamples")
+    parser.add_argument("--bootstrap", default="pairs", help="--results: how Approach 2's "
+                        "intervals resample the runs, a name in lmjax.study.isoflop.RESAMPLERS "
+                        "(pairs: runs within each budget; residuals: fixed sizes, pooled "
+                        "parabola residuals)")
     parser.add_argument("--huber_delta", type=float, default=1e-3)
     args = parser.parse_args(argv)
     if args.results:

@@ -11,8 +11,8 @@ share (one data order for every size), which moves no IsoFLOP minimum; half the 
 differences about that mean is one run's own noise variance sigma^2, with a 90% chi-square
 interval. The study's Approach-2 fit is then refitted with independent N(0, sigma^2) draws
 added to every run's loss (a parametric bootstrap): the 5th-95th percentiles of a and b say how
-far seed noise alone moves them, beside the interval from resampling the runs (lmjax-scaling),
-which sees only the scatter of 4-5 runs per budget.
+far seed noise alone moves them, beside lmjax-scaling's bootstrap interval, which sees only the
+scatter of the study's own 4-5 runs per budget about their parabolas.
 
 --merged writes DIR3/results.csv with both seeds' runs in one table. Where the rerun covers
 every point, `lmjax-scaling --results=DIR3/results.csv` fits each profile to two runs per size
@@ -131,8 +131,8 @@ def report(rows, sigma: dict, fit: dict, refits: dict, point_interval=None) -> s
                  f"(90%, from {sigma['pairs']} pairs about their mean)")
     lines.append(f"Approach 2 of the study: a = {fit['a']:.3f}, b = {fit['b']:.3f}")
     if point_interval:
-        lines.append(f"  resampling its runs (lmjax-scaling): a in [{point_interval[0]:.3f}, "
-                     f"{point_interval[1]:.3f}]")
+        lines.append(f"  lmjax-scaling's bootstrap of its runs: a in "
+                     f"[{point_interval[0]:.3f}, {point_interval[1]:.3f}]")
     lines.append(f"  with seed noise sigma = {sigma['sigma']:.4f} added to every run "
                  f"({refits['used']} refits, {refits['dropped']} dropped without a minimum): "
                  f"a in [{refits['a'][0]:.3f}, {refits['a'][1]:.3f}], "
