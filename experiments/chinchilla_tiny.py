@@ -81,6 +81,25 @@ checked there too, on decayed eval loss:
   ran all the budget's sizes) is 6e-3 at each of the first three, by 0.011-0.028 over 3e-3;
   1.2e-2 has run all of no budget's sizes.
 
+Warmup: `:warmup20` reruns the two smallest budgets (16 points, 15 min wall with
+`--parallel=2`) with a 20-step warmup instead of 100, which the shortest runs spend 17% of their
+steps in (experiments/results/chinchilla_tiny_warmup20/, refitted by lmjax-scaling):
+      lmjax-sweep --config=experiments/chinchilla_tiny.py:warmup20 \
+          --workdir=runs/chinchilla_tiny_warmup20 --parallel=2
+      size  D       steps   warmup 100   warmup 20
+      s0    6.0M    2926    5.082        5.050
+      s1    2.8M    1351    4.898        5.008
+      s2    1.7M     837    4.981        5.249
+      s3    1.2M     586    5.137        5.379
+      s1    8.3M    4053    4.681        4.698
+      s2    5.1M    2510    4.605        4.706
+      s3    3.6M    1758    4.619        4.818
+      s4    2.3M    1139    4.767        5.004
+  At this rate the shorter warmup costs the larger sizes 0.1-0.27 and helps only s0, so both
+  budgets' N_opt fall (157k to 110k, 273k to 188k) and tokens per parameter double (18 to 37),
+  while a over those two budgets moves only from 0.501 to 0.488. Warmup sets where the optimum
+  lies far more than how it scales; the 100 steps are kept.
+
 Measured here (2-core AMD EPYC), with glibc told to keep freed memory (MALLOC_MMAP_MAX_=0
 MALLOC_TRIM_THRESHOLD_=1000000000000 MALLOC_ARENA_MAX=1 in the environment, ~1.4x faster
 steps for these sizes):
@@ -145,6 +164,20 @@ steps for these sizes):
     So a = 0.53 is not one seed's noise: the two seeds give 0.532 and 0.533, and resampling
     their 36 runs leaves 0.5 outside the interval. At these sizes N_opt grows a little faster
     than D_opt; only the refits with seed noise (down to 0.497) and Approach 3 reach 0.5.
+  How far the bootstrap interval can be trusted (lmjax.study.coverage: noise drawn about the
+    study's own parabolas, refitted 199 times, each with both bootstraps of isoflop.RESAMPLERS;
+    experiments/results/chinchilla_tiny/coverage.txt):
+      python -m lmjax.study.coverage --results=experiments/results/chinchilla_tiny/results.csv \
+          --sigma=0.0124 --out=experiments/results/chinchilla_tiny/coverage.txt
+    At the seeds' noise (sigma = 0.0124) the trials' own a spans [0.499, 0.557] (5th-95th)
+    about the truth's 0.532, and the 90% intervals of both the pairs and the residual
+    bootstrap (`lmjax-scaling --bootstrap=residuals`) hold the truth in 0.85 of trials, with a
+    median width of 0.058-0.060. Seed 0's own interval, [0.514, 0.540], is less than half that
+    wide because its profiles are smoother than the seeds' noise predicts: its residual
+    sigma is 0.0058 (6 degrees of freedom), seed 1's 0.0127; at sigma = 0.0124 a residual sum
+    that small has a probability of about 0.03. The residual bootstrap gives seed 0 [0.517,
+    0.544], seed 1 [0.492, 0.563], both seeds [0.503, 0.552] (1000 resamples each). The
+    interval the criterion names (resampling the runs) misses 0.5 for seed 0 by 0.014.
   Approach 3 (Huber on log L, 200 bootstrap refits, 2% degenerate): E = 3.61 [2.55, 3.76],
     alpha = 0.542 [0.197, 0.683], beta = 0.579 [0.359, 0.786], A = 454, B = 3608; RMS
     residual 0.006 in log loss (parametric.png); optimum a = 0.517 [0.398, 0.773], 16.7-18.6
@@ -188,14 +221,19 @@ HORIZON_CHECKS = {  # variant: (sizes, budgets, rates)
 # `:seed1`: the study rerun with another seed (other initial weights, another data order),
 # whose pairs with the study measure one run's noise (lmjax.study.seeds).
 SEED_CHECKS = {"seed1": (1, (8e12 / 3, 8e12, 2.4e13, 7.2e13))}  # variant: (seed, budgets)
+# `:warmup20` and `:warmup200`: the two smallest budgets rerun with a shorter and a longer
+# warmup. The 100-step one is 17% of the shortest run (s3 at C = 2.67e12, 586 steps) but 3% of
+# that budget's longest (s0, 2926), so it weighs on the larger sizes of short budgets most.
+WARMUP_CHECKS = {"warmup20": (20, (8e12 / 3, 8e12)),  # variant: (warmup steps, budgets)
+                 "warmup200": (200, (8e12 / 3, 8e12))}
 DATA = "data/gutenberg_sp4k"  # written by the lmjax-prepare command above
 
 
 def get_config(arg=None):
-    if arg not in (None, "quick", "lr", *HORIZON_CHECKS, *SEED_CHECKS):
+    checks = (*HORIZON_CHECKS, *SEED_CHECKS, *WARMUP_CHECKS)
+    if arg not in (None, "quick", "lr", *checks):
         raise ValueError(f"unknown variant {arg!r}; use :quick, :lr, "
-                         f"{', '.join(':' + v for v in (*HORIZON_CHECKS, *SEED_CHECKS))} "
-                         "or nothing")
+                         f"{', '.join(':' + v for v in checks)} or nothing")
     c = base_config()
     m = c.model
     m.num_layers, m.d_model = SIZES[BASE_SIZE]
@@ -255,7 +293,8 @@ def num_params(name: str) -> tuple[int, int]:
 
 def study_points(arg=None) -> list[dict]:
     """The stable runs and cooldown branches (lmjax.study.wsd.plan) of the study, `:quick`, a
-    learning-rate check (HORIZON_CHECKS) or a rerun with another seed (SEED_CHECKS)."""
+    learning-rate check (HORIZON_CHECKS), or a rerun of some budgets with another seed
+    (SEED_CHECKS) or another warmup (WARMUP_CHECKS)."""
     if arg in HORIZON_CHECKS:
         return horizon_points(arg)
     from lmjax.study import wsd
@@ -263,6 +302,9 @@ def study_points(arg=None) -> list[dict]:
     if arg in SEED_CHECKS:
         seed, chosen = SEED_CHECKS[arg]
         budgets, extra = {c: BUDGETS[c] for c in chosen}, {"seed": seed}
+    if arg in WARMUP_CHECKS:
+        warmup, chosen = WARMUP_CHECKS[arg]
+        budgets, extra = {c: BUDGETS[c] for c in chosen}, {"optim.warmup_steps": warmup}
     used = [s for s in SIZES if any(s in members for members in budgets.values())]
     counts = {s: num_params(s) for s in used}
     sizes = {s: (counts[s][0], {**size_overrides(s), **extra}) for s in used}

@@ -84,21 +84,24 @@ def test_rate_checks_rerun_the_study_branches_of_their_sizes_at_their_rates(tmp_
                                                for p in points)
 
 
-def test_seed_check_reruns_its_budgets_with_its_seed(tmp_path):
+@pytest.mark.parametrize("variant,field", [("seed1", "seed"),
+                                           ("warmup20", "optim.warmup_steps")])
+def test_protocol_checks_rerun_their_budgets_with_their_setting(tmp_path, variant, field):
     import importlib.util
     spec = importlib.util.spec_from_file_location("chinchilla_tiny", STUDY)
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
-    seed, budgets = study.SEED_CHECKS["seed1"]
+    value, budgets = {**study.SEED_CHECKS, **study.WARMUP_CHECKS}[variant]
     expected = [p for p in study.study_points() if p["budget"] in budgets]
-    checked = study.study_points("seed1")
-    # The study's own points of those budgets, in order, each with the seed added.
+    checked = study.study_points(variant)
+    # The study's own points of those budgets, in order, each with the setting added.
     key = lambda p: (p["role"], p["size"], p["steps"], p["start"], p["budget"])
     assert [key(p) for p in checked] == [key(p) for p in expected]
-    assert [p["overrides"] for p in checked] == [{**p["overrides"], "seed": seed}
+    assert [p["overrides"] for p in checked] == [{**p["overrides"], field: value}
                                                  for p in expected]
-    points = sweep.plan(f"{STUDY}:seed1", str(tmp_path), {}, num_devices=1, check_data=False)
-    assert len(points) == len(checked) and all(p.overrides["seed"] == seed for p in points)
+    points = sweep.plan(f"{STUDY}:{variant}", str(tmp_path), {}, num_devices=1,
+                        check_data=False)
+    assert len(points) == len(checked) and all(p.overrides[field] == value for p in points)
 
 
 def test_sweep_points_name_their_sources_and_wait_for_them(tmp_path):
