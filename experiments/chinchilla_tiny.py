@@ -100,7 +100,7 @@ Warmup: `:warmup20` reruns the two smallest budgets (16 points, 15 min wall with
 `--parallel=2`) with a 20-step warmup instead of 100, which the shortest runs spend 17% of their
 steps in; `:warmup200` reruns the whole study with 200 (its first two budgets: 13 min). Results
 in experiments/results/chinchilla_tiny_warmup20/ and _warmup200/, refitted by lmjax-scaling:
-      lmjax-sweep --config=experiments/chinchilla_tiny.py:warmup20 \
+      lmjax-sweep --config=experiments/chinchilla_tiny.py:warmup20 \\
           --workdir=runs/chinchilla_tiny_warmup20 --parallel=2
       (and :warmup200 with --workdir=runs/chinchilla_tiny_warmup200)
       size  D       steps   warmup 20   100     200
@@ -122,11 +122,11 @@ in experiments/results/chinchilla_tiny_warmup20/ and _warmup200/, refitted by lm
   moves where the optimum lies far more than how it scales, but not nothing (0.488-0.525).
   The whole `:warmup200` study (36 points; the last two budgets' 20 in 1 h 33 min wall with
   `--parallel=2`, the machine otherwise busy for a part of it):
-      python -m lmjax.study.wsd --config=experiments/chinchilla_tiny.py:warmup200 \
-          --workdir=runs/chinchilla_tiny_warmup200 \
+      python -m lmjax.study.wsd --config=experiments/chinchilla_tiny.py:warmup200 \\
+          --workdir=runs/chinchilla_tiny_warmup200 \\
           --out=experiments/results/chinchilla_tiny_warmup200
       lmjax-scaling --results=experiments/results/chinchilla_tiny_warmup200/results.csv
-      N \ C      2.67e12          8e12             2.4e13           7.2e13
+      N \\ C      2.67e12          8e12             2.4e13           7.2e13
       74k        5.090 @ 6.0M
       161k       4.869 @ 2.8M     4.672 @ 8.3M
       259k       4.986 @ 1.7M     4.592 @ 5.1M     4.413 @ 15.4M
@@ -212,7 +212,7 @@ steps for these sizes):
   How far the bootstrap interval can be trusted (lmjax.study.coverage: noise drawn about the
     study's own parabolas, refitted 199 times, each with both bootstraps of isoflop.RESAMPLERS;
     experiments/results/chinchilla_tiny/coverage.txt):
-      python -m lmjax.study.coverage --results=experiments/results/chinchilla_tiny/results.csv \
+      python -m lmjax.study.coverage --results=experiments/results/chinchilla_tiny/results.csv \\
           --sigma=0.0124 --out=experiments/results/chinchilla_tiny/coverage.txt
     At the seeds' noise (sigma = 0.0124) the trials' own a spans [0.499, 0.557] (5th-95th)
     about the truth's 0.532, and the 90% intervals of both the pairs and the residual
