@@ -85,7 +85,8 @@ def test_rate_checks_rerun_the_study_branches_of_their_sizes_at_their_rates(tmp_
 
 
 @pytest.mark.parametrize("variant,field", [("seed1", "seed"),
-                                           ("warmup20", "optim.warmup_steps")])
+                                           ("warmup20", "optim.warmup_steps"),
+                                           ("warmup200", "optim.warmup_steps")])
 def test_protocol_checks_rerun_their_budgets_with_their_setting(tmp_path, variant, field):
     import importlib.util
     spec = importlib.util.spec_from_file_location("chinchilla_tiny", STUDY)
