@@ -267,9 +267,10 @@ HORIZON_CHECKS = {  # variant: (sizes, budgets, rates)
 # `:seed1`: the study rerun with another seed (other initial weights, another data order),
 # whose pairs with the study measure one run's noise (lmjax.study.seeds).
 SEED_CHECKS = {"seed1": (1, (8e12 / 3, 8e12, 2.4e13, 7.2e13))}  # variant: (seed, budgets)
-# `:warmup20` and `:warmup200`: the two smallest budgets rerun with a shorter and a longer
-# warmup. The 100-step one is 17% of the shortest run (s3 at C = 2.67e12, 586 steps) but 3% of
-# that budget's longest (s0, 2926), so it weighs on the larger sizes of short budgets most.
+# `:warmup20` reruns the two smallest budgets with a shorter warmup, `:warmup200` every budget
+# with a longer one. The 100-step one is 17% of the shortest run (s3 at C = 2.67e12, 586 steps)
+# but 3% of that budget's longest (s0, 2926), so it weighs on the larger sizes of short budgets
+# most.
 WARMUP_CHECKS = {"warmup20": (20, (8e12 / 3, 8e12)),  # variant: (warmup steps, budgets)
                  "warmup200": (200, tuple(BUDGETS))}
 DATA = "data/gutenberg_sp4k"  # written by the lmjax-prepare command above

@@ -27,12 +27,12 @@ LEVEL = (5, 95)
 def residual_sigma(budgets, params, losses) -> float:
     """The noise's standard deviation from the parabolas' residuals (runs - 3 degrees of
     freedom per budget of at least 3 sizes)."""
-    fitted, adjusted = isoflop.residuals(budgets, params, losses)
+    fitted, _ = isoflop.residuals(budgets, params, losses)
     dof = sum(int(np.sum(budgets == c)) - 3 for c in np.unique(budgets)
               if len(np.unique(params[budgets == c])) >= 3)
     if dof == 0:
-        raise UsageError("no budget has more than 3 sizes, so the residuals say nothing of the "
-                         "noise; pass --sigma")
+        raise UsageError("no budget has more runs than its parabola's 3 coefficients, so the "
+                         "residuals say nothing of the noise; pass --sigma")
     return float(np.sqrt(np.sum((losses - fitted) ** 2) / dof))
 
 
