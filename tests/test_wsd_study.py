@@ -18,6 +18,14 @@ SIZES = {"a": (2e5, {"model.d_model": 32}), "b": (4e5, {"model.d_model": 48}),
 BUDGETS = {1e12: ["a", "b", "c"], 4e12: ["a", "b", "c"], 1.6e13: ["b", "c"]}
 
 
+def _load_study():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("chinchilla_tiny", STUDY)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    return study
+
+
 def test_plan_puts_every_branch_on_its_budget_and_chains_the_stable_phase():
     points = wsd.plan(SIZES, BUDGETS, tokens_per_step=1024, cooldown=0.2)
     branches = [p for p in points if p["role"] == "cooldown"]
@@ -39,13 +47,10 @@ def test_plan_puts_every_branch_on_its_budget_and_chains_the_stable_phase():
 
 
 def test_study_sizes_count_the_models_parameters():
-    import importlib.util
     from lmjax.config import apply_overrides
     from lmjax.model import build_model
     from lmjax.train import state
-    spec = importlib.util.spec_from_file_location("chinchilla_tiny", STUDY)
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = _load_study()
     for name in ("s0", "s4", "s8"):  # 2, 3 and 5 layers
         cfg = study.get_config()
         apply_overrides(cfg, study.size_overrides(name))
@@ -57,10 +62,7 @@ def test_study_sizes_count_the_models_parameters():
 
 @pytest.mark.parametrize("variant", ["lr_horizon", "lr_horizon_top"])
 def test_rate_checks_rerun_the_study_branches_of_their_sizes_at_their_rates(tmp_path, variant):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("chinchilla_tiny", STUDY)
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = _load_study()
     sizes, budgets, rates = study.HORIZON_CHECKS[variant]
     key = lambda p: (p["size"], p["steps"], p["start"], p["budget"])
     branches = lambda points: sorted((key(p) for p in points if p["role"] == "cooldown"))
@@ -69,9 +71,9 @@ def test_rate_checks_rerun_the_study_branches_of_their_sizes_at_their_rates(tmp_
     for lr in rates:
         block = [p for p in checked if p["overrides"]["optim.lr"] == lr]
         assert branches(block) == branches(base)  # the same branches, at another rate
-        for p in block:
-            assert {k: v for k, v in p["overrides"].items() if k != "optim.lr"} == \
-                study.size_overrides(p["size"])
+        for p in block:  # and the warmup the rate was chosen with
+            assert p["overrides"] == {**study.size_overrides(p["size"]), "optim.lr": lr,
+                                      "optim.warmup_steps": study.CHECKS_WARMUP}
             if p["source"] is not None:  # continues a segment of its own size and rate
                 source = checked[p["source"]]
                 assert source["size"] == p["size"] and source["overrides"] == p["overrides"]
@@ -84,25 +86,33 @@ def test_rate_checks_rerun_the_study_branches_of_their_sizes_at_their_rates(tmp_
                                                for p in points)
 
 
-@pytest.mark.parametrize("variant,field", [("seed1", "seed"),
-                                           ("warmup20", "optim.warmup_steps"),
-                                           ("warmup200", "optim.warmup_steps")])
-def test_protocol_checks_rerun_their_budgets_with_their_setting(tmp_path, variant, field):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("chinchilla_tiny", STUDY)
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
-    value, budgets = {**study.SEED_CHECKS, **study.WARMUP_CHECKS}[variant]
+def test_study_points_name_their_warmup_and_the_lr_sweep_keeps_its_own():
+    study = _load_study()
+    assert study.get_config().optim.warmup_steps == study.WARMUP
+    assert all(p["overrides"]["optim.warmup_steps"] == study.WARMUP
+               for p in study.study_points())
+    assert study.get_config("lr").optim.warmup_steps == study.CHECKS_WARMUP != study.WARMUP
+
+
+@pytest.mark.parametrize("variant", ["seed1", "warmup100", "warmup100_seed1", "warmup20"])
+def test_reruns_repeat_their_budgets_with_their_settings(tmp_path, variant):
+    study = _load_study()
+    changed, budgets = study.RERUNS[variant]
     expected = [p for p in study.study_points() if p["budget"] in budgets]
     checked = study.study_points(variant)
-    # The study's own points of those budgets, in order, each with the setting added.
+    # The study's own points of those budgets, in order, each with the settings changed.
     key = lambda p: (p["role"], p["size"], p["steps"], p["start"], p["budget"])
     assert [key(p) for p in checked] == [key(p) for p in expected]
-    assert [p["overrides"] for p in checked] == [{**p["overrides"], field: value}
+    assert [p["overrides"] for p in checked] == [{**p["overrides"], **changed}
                                                  for p in expected]
     points = sweep.plan(f"{STUDY}:{variant}", str(tmp_path), {}, num_devices=1,
                         check_data=False)
-    assert len(points) == len(checked) and all(p.overrides[field] == value for p in points)
+    assert len(points) == len(checked)
+    assert all(p.overrides[k] == v for p in points for k, v in changed.items())
+    # A rerun never shares a sweep name with the study's own points.
+    study_names = {p.name for p in sweep.plan(STUDY, str(tmp_path), {}, num_devices=1,
+                                              check_data=False)}
+    assert not study_names & {p.name for p in points}
 
 
 def test_sweep_points_name_their_sources_and_wait_for_them(tmp_path):

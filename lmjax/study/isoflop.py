@@ -14,8 +14,8 @@ Bootstrap intervals come from one of RESAMPLERS, by name:
 - "pairs" (the default): the runs themselves, drawn with replacement within each budget. With
   the 4-5 sizes a budget usually has, most resamples hold fewer than 3 distinct sizes or move
   the minimum outside them and are dropped, and a budget of 4 sizes keeps little but the study
-  itself, so its own N_opt interval can shrink to nearly a point (+-0.5% at chinchilla_tiny's
-  smallest budget).
+  itself, so its own N_opt interval can shrink to nearly a point (+-0.5% at the smallest budget
+  of chinchilla_tiny's `:warmup100`).
 - "residuals": each budget's losses are its parabola's fitted values plus residuals drawn from
   every budget's pooled (leverage-adjusted, centred) residuals. The sizes are the study's
   design, fixed, as in a regression bootstrap of residuals (Efron & Tibshirani 1993, ch. 9), so
