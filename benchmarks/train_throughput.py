@@ -14,7 +14,10 @@ compilation cache cold, then warm, as WHOLE_RUN_VARIANTS lists) and, given --nan
 nanoGPT's train.py, in turn, and prints each one's wall time, peak RSS and final eval loss.
 FLOPs per token: 6·N + 12·L·d·T (N without the position table), the same formula for both
 programs. With --nanogpt_dir (a checkout of karpathy/nanoGPT) the real train.py is timed as
-another program in the same rotation (benchmarks/nanogpt_real.py).
+another program in the same rotation (benchmarks/nanogpt_real.py). --lmjax_python runs the
+lmjax side under another install's interpreter, for example one made with the README's
+`pip install -e .`: the test extra adds libtpu (lmjax-plan's TPU compiles), and JAX loads it at
+start-up wherever it is installed, TPU or not (about 90 MiB of RSS on a CPU host).
 """
 import argparse
 import json
@@ -90,19 +93,19 @@ def child_peak():
     return {"flops": max(measure_matmul_flops(n) for n in (1024, 2048))}
 
 
-def spawn(args, env_extra=None):
+def spawn(args, env_extra=None, python=sys.executable):
     env = dict(os.environ, **(env_extra or {}))
-    out = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True,
+    out = subprocess.run([python, __file__, *args], env=env, capture_output=True,
                          text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def train_to_end(size, overrides):
+def train_to_end(size, overrides, python=sys.executable):
     """{"eval_loss", "wall_s", "peak_rss_mib"} of one whole lmjax-train process: start-up,
     data preparation, compile, every step and eval, the end-of-run sample and the plot."""
     with tempfile.TemporaryDirectory() as workdir:
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "lmjax.train",
+        proc = subprocess.Popen([python, "-m", "lmjax.train",
                                  f"--config={EXPERIMENT}:size={size}", f"--workdir={workdir}",
                                  "--config.train.progress=False",
                                  *(f"--config.{k}={v}" for k, v in overrides.items())],
@@ -118,7 +121,7 @@ def train_to_end(size, overrides):
     return {"eval_loss": loss, "wall_s": wall, "peak_rss_mib": usage.ru_maxrss / 1024}
 
 
-def end_to_end(size, rounds, nanogpt_dir):
+def end_to_end(size, rounds, nanogpt_dir, python=sys.executable):
     """Whole runs of the config, lmjax-train and (given its checkout) nanoGPT's train.py in
     turn, `rounds` times; prints their median wall time and largest peak RSS."""
     sys.path.insert(0, ROOT)
@@ -132,7 +135,7 @@ def end_to_end(size, rounds, nanogpt_dir):
             for name, overrides in variants.items():
                 print(f"  {size}: whole {name} run ...", file=sys.stderr, flush=True)
                 runs[name].append(train_to_end(size, {**overrides,
-                                                      "train.compile_cache_dir": cache}))
+                                                      "train.compile_cache_dir": cache}, python))
         if nanogpt_dir:
             print(f"  {size}: whole nanoGPT train.py run ...", file=sys.stderr, flush=True)
             run = nanogpt_real.run(nanogpt_dir, cfg, cfg.train.steps,
@@ -163,6 +166,8 @@ def main():
     parser.add_argument("--train_to_end", action="store_true")
     parser.add_argument("--nanogpt_dir", default="",
                         help="a karpathy/nanoGPT checkout: also time its real train.py")
+    parser.add_argument("--lmjax_python", default=sys.executable,
+                        help="the Python whose install runs lmjax (default: this one)")
     parser.add_argument("--child", choices=["lmjax", "nanogpt", "nanogpt_real", "peak"])
     parser.add_argument("--size", default="baby")
     parser.add_argument("--overrides", default="{}")
@@ -213,7 +218,7 @@ def main():
                 results[name].append(spawn(["--child=lmjax", f"--size={size}",
                                             f"--steps={steps}",
                                             f"--overrides={json.dumps({**same, **overrides})}"],
-                                           env))
+                                           env, args.lmjax_python))
             print(f"  {size}: nanoGPT ...", file=sys.stderr, flush=True)
             results["nanoGPT"].append(spawn(["--child=nanogpt", f"--size={size}",
                                              f"--steps={steps}", f"--dropout={dropout}"]))
@@ -251,7 +256,8 @@ def main():
             continue
         print(f"| {size} | {name} | {ms:,.1f} | {tps:,.0f} | {mfu:.0%} | {comp:.1f} | {rss:,.0f} |")
     if args.train_to_end:
-        end_to_end("baby", args.rounds, args.nanogpt_dir and os.path.abspath(args.nanogpt_dir))
+        end_to_end("baby", args.rounds, args.nanogpt_dir and os.path.abspath(args.nanogpt_dir),
+                   args.lmjax_python)
 
 
 if __name__ == "__main__":
