@@ -55,9 +55,9 @@ VARIANTS = {"baby": {"host_allocator=retain": (RETAIN, {}),
 # Whole runs (--train_to_end), in this order each round, {name: overrides}: the first finds the
 # round's compilation cache empty and fills it, the others find it warm, as a rerun would.
 WHOLE_RUN_VARIANTS = {"cold compile cache": {}, "warm compile cache": {},
-                      "warm compile cache, host_allocator=retain": RETAIN,
-                      "cold compile cache, fusion_emitters=false": NO_FUSION_EMITTERS,
-                      "warm compile cache, fusion_emitters=false": NO_FUSION_EMITTERS}
+                      "warm compile cache + host_allocator=retain": RETAIN,
+                      "cold compile cache + fusion_emitters=false": NO_FUSION_EMITTERS,
+                      "warm compile cache + fusion_emitters=false": NO_FUSION_EMITTERS}
 
 
 def child_lmjax(size, steps, overrides):
@@ -121,14 +121,15 @@ def train_to_end(size, overrides, python=sys.executable):
     return {"eval_loss": loss, "wall_s": wall, "peak_rss_mib": usage.ru_maxrss / 1024}
 
 
-def end_to_end(size, rounds, nanogpt_dir, python=sys.executable):
+def end_to_end(size, rounds, nanogpt_dir, python=sys.executable, chosen=None):
     """Whole runs of the config, lmjax-train and (given its checkout) nanoGPT's train.py in
     turn, `rounds` times; prints their median wall time and largest peak RSS."""
     sys.path.insert(0, ROOT)
     from benchmarks import nanogpt_real
     from benchmarks.common import load
     cfg = load(f"{EXPERIMENT}:size={size}")
-    variants = {f"lmjax-train, {name}": overrides for name, overrides in WHOLE_RUN_VARIANTS.items()}
+    variants = {f"lmjax-train, {name}": overrides for name, overrides in WHOLE_RUN_VARIANTS.items()
+                if chosen is None or name in chosen}
     runs = {**{name: [] for name in variants}, **({"nanoGPT train.py": []} if nanogpt_dir else {})}
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as cache:
@@ -166,6 +167,9 @@ def main():
     parser.add_argument("--train_to_end", action="store_true")
     parser.add_argument("--nanogpt_dir", default="",
                         help="a karpathy/nanoGPT checkout: also time its real train.py")
+    parser.add_argument("--whole_runs", default=None,
+                        help="comma-separated names from WHOLE_RUN_VARIANTS for --train_to_end "
+                             "(default: all)")
     parser.add_argument("--lmjax_python", default=sys.executable,
                         help="the Python whose install runs lmjax (default: this one)")
     parser.add_argument("--child", choices=["lmjax", "nanogpt", "nanogpt_real", "peak"])
@@ -178,6 +182,10 @@ def main():
                         help="dropout of every program (default: each size's config, "
                              "0 on baby, 0.2 on default)")
     args = parser.parse_args()
+    whole_runs = None if args.whole_runs is None else args.whole_runs.split(",")
+    unknown = [n for n in whole_runs or () if n not in WHOLE_RUN_VARIANTS]
+    if unknown:
+        parser.error(f"--whole_runs: {unknown[0]!r} is not one of {', '.join(WHOLE_RUN_VARIANTS)}")
     if args.child:
         result = {"lmjax": lambda: child_lmjax(args.size, args.steps, json.loads(args.overrides)),
                   "nanogpt": lambda: child_nanogpt(args.size, args.steps, args.dropout or 0.0),
@@ -257,7 +265,7 @@ def main():
         print(f"| {size} | {name} | {ms:,.1f} | {tps:,.0f} | {mfu:.0%} | {comp:.1f} | {rss:,.0f} |")
     if args.train_to_end:
         end_to_end("baby", args.rounds, args.nanogpt_dir and os.path.abspath(args.nanogpt_dir),
-                   args.lmjax_python)
+                   args.lmjax_python, whole_runs)
 
 
 if __name__ == "__main__":
