@@ -127,6 +127,9 @@ RERUNS = {
     "warmup100": ({"optim.warmup_steps": 100}, tuple(BUDGETS)),
     "warmup100_seed1": ({"optim.warmup_steps": 100, "seed": 1}, tuple(BUDGETS)),
     "warmup20": ({"optim.warmup_steps": 20}, (8e12 / 3, 8e12)),
+    # AdamW's beta2: Porian et al. 2024 found 0.95 too low at small batches (this one is 2048
+    # tokens).
+    "b2_099": ({"optim.b2": 0.99}, tuple(BUDGETS)),
 }
 # The learning-rate checks (`:lr`, HORIZON_CHECKS) ran with the 100-step warmup, before 200
 # replaced it, and keep it so that their commands reproduce their results.

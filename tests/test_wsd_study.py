@@ -94,7 +94,7 @@ def test_study_points_name_their_warmup_and_the_lr_sweep_keeps_its_own():
     assert study.get_config("lr").optim.warmup_steps == study.CHECKS_WARMUP != study.WARMUP
 
 
-@pytest.mark.parametrize("variant", ["seed1", "warmup100", "warmup100_seed1", "warmup20"])
+@pytest.mark.parametrize("variant", ["seed1", "warmup100", "warmup100_seed1", "warmup20", "b2_099"])
 def test_reruns_repeat_their_budgets_with_their_settings(tmp_path, variant):
     study = _load_study()
     changed, budgets = study.RERUNS[variant]
