@@ -145,6 +145,17 @@ def test_cli_trains_resumes_and_samples_in_process(tmp_path, capsys):
         assert open(os.path.join(workdir, name), "rb").read() == content, name
     check_finished_workdir(workdir)
 
+    # Stopped after its last checkpoint but before its summary and plot: a rerun writes them
+    # with the losses the run logged, and trains nothing.
+    for name in outputs:
+        os.remove(os.path.join(workdir, name))
+    train_main(args)
+    assert "stopped before its summary, which is written now" in capsys.readouterr().out
+    assert read_jsonl(os.path.join(workdir, "metrics.jsonl")) == records
+    _, rebuilt = check_finished_workdir(workdir)
+    for key in ("step", "train_loss", "eval_loss", "tokens", "num_params"):
+        assert rebuilt[key] == summary[key], key
+
     sample_main([f"--workdir={workdir}", "--prompt=ROMEO:", "--max_new_tokens=20"])
     text = capsys.readouterr().out.rstrip("\n")
     assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 20

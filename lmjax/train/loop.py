@@ -125,6 +125,26 @@ class Trainer:
         self.eval_step.clear_cache()
         host_memory.release_freed_host_memory()
 
+    def summary_from_metrics(self, state, step: int) -> dict:
+        """The summary of a run that reached its last step in an earlier process: its losses as
+        metrics.jsonl logged them (the eval is rerun if its last one was not logged)."""
+        from lmjax.study.plot import read_metrics
+        records = read_metrics(self.workdir)
+        train_loss = next((r["train_loss"] for r in reversed(records) if "train_loss" in r),
+                          float("nan"))
+        eval_loss = next((r["eval_loss"] for r in reversed(records)
+                          if "eval_loss" in r and r["step"] == step), None)
+        if eval_loss is None:
+            eval_loss = float("nan")
+            if self.cfg.train.eval_steps > 0:
+                with self.mesh_context(), self.guard.phase("eval"):
+                    eval_loss = self.evaluate_sources(state.params)["eval_loss"]
+        return {"step": step, "train_loss": train_loss, "eval_loss": eval_loss,
+                "tokens": step * self.cfg.train.batch_size * self.cfg.train.seq_len,
+                "wall_time_s": 0.0,  # this process trained no step
+                "num_params": state_lib.count_params(state.params),
+                "num_active_params": state_lib.active_params(state.params, self.cfg.model)}
+
     def describe(self, state, batch, compiled, compile_s: float):
         params = state.params
         n = state_lib.count_params(params)
@@ -154,9 +174,17 @@ class Trainer:
         self.guard.resumed_at(start)
         self.already_finished = start >= t.steps
         if self.already_finished:
-            # A finished run: its metrics, summary, plot and sample stay exactly as they are.
-            self.log(f"step {start} already reaches train.steps={t.steps}; nothing to do")
-            return _previous_summary(self.workdir, start)
+            previous = _previous_summary(self.workdir)
+            if previous is not None:
+                # A finished run: its metrics, summary, plot and sample stay exactly as they are.
+                self.log(f"step {start} already reaches train.steps={t.steps}; nothing to do")
+                return previous
+            # Stopped after its last checkpoint but before its summary: finish() completes it,
+            # so a sweep waiting for summary.json does not retry it forever.
+            self.log(f"step {start} already reaches train.steps={t.steps}; the run stopped "
+                     "before its summary, which is written now")
+            self.already_finished = False
+            return self.summary_from_metrics(state, start)
         writer = metrics_lib.MetricsWriter(cfg, self.workdir, self.is_main)
         writer.truncate_after(start)
         if self.is_main:
@@ -344,8 +372,6 @@ def run(cfg, workdir: str) -> dict:
     return summary
 
 
-def _previous_summary(workdir: str, step: int) -> dict:
+def _previous_summary(workdir: str) -> dict | None:
     path = epath.Path(workdir) / "summary.json"
-    if not path.exists():
-        return {"step": step}
-    return io.read_json(path)
+    return io.read_json(path) if path.exists() else None
