@@ -72,6 +72,28 @@ def test_fewer_runs_than_parameters_is_one_line_exit_2(tmp_path):
         "runs; run more sweep points"]
 
 
+def test_sweep_plot_draws_only_the_fields_its_points_vary(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(plot, "_save", lambda fig, out: drawn.append(fig))
+    source = "checkpoint__root__steps_2340_num_layers_2_d_model_16"
+    rows = [{"lr": lr, "warmup": 200, "init_from": f"{source}_{i}", "eval_loss": 4 + lr}
+            for i, lr in enumerate((1e-3, 3e-3, 1e-2))]
+    rows.append({"lr": 0.1, "warmup": 200, "init_from": "x", "eval_loss": None})  # not done
+    fields = ["lr", "warmup", "init_from", "seed", "b1", "b2"]
+    assert plot.plot_sweep(rows, fields, str(tmp_path / "results.png"))
+    shown = [ax for ax in drawn[0].axes if ax.get_visible()]
+    # warmup and the fields no point sets are the same for every finished point.
+    assert [ax.get_xlabel() for ax in shown] == ["lr", "init_from"]
+    ticks = [t.get_text() for t in shown[1].get_xticklabels()]
+    assert len(ticks) == 3 and all(len(t) <= 24 and t.endswith("...") for t in ticks)
+    # One line per point: a legend would only repeat the other panel's values.
+    assert all(ax.get_legend() is None for ax in shown)
+    many = [{f"f{i}": j * (i + 1) for i in range(6)} | {"eval_loss": j} for j in range(3)]
+    assert plot.plot_sweep(many, [f"f{i}" for i in range(6)], str(tmp_path / "many.png"))
+    assert drawn[1].axes[0].get_subplotspec().get_gridspec().get_geometry() == (
+        2, plot.MAX_SWEEP_COLUMNS)
+
+
 def test_plot_overlays_runs_and_reads_resumed_metrics(tmp_path):
     runs = []
     for name, scale in (("a", 1.0), ("b", 0.9)):

@@ -18,6 +18,9 @@ from lmjax import io
 from lmjax.cli import ArgumentParser, check_output_file
 from lmjax.errors import UsageError
 
+MAX_SWEEP_COLUMNS = 4  # panels per row of a sweep's results.png
+MAX_SWEEP_LEGEND = 8  # lines per panel that still get a legend
+
 
 def read_metrics(workdir: str) -> list[dict]:
     """Records of WORKDIR/metrics.jsonl, one per step (the latest wins after a resume).
@@ -163,7 +166,8 @@ def _is_number(value) -> bool:
 def plot_sweep(rows: list[dict], fields: list[str], out: str, metric: str = "eval_loss") -> bool:
     """One panel per swept field: `metric` against the field, a line per setting of the others.
 
-    Returns False (and draws nothing) while no point has the metric yet.
+    Fields that every finished point shares are left out. Returns False (and draws nothing)
+    while no point has the metric yet.
     """
     import matplotlib
     matplotlib.use("Agg")
@@ -173,8 +177,15 @@ def plot_sweep(rows: list[dict], fields: list[str], out: str, metric: str = "eva
             and math.isfinite(r[metric])]
     if not done or not fields:
         return False
-    fig, axes = plt.subplots(1, len(fields), figsize=(5 * len(fields), 4.2), squeeze=False)
-    for ax, field in zip(axes[0], fields):
+    varying = [f for f in fields if len({repr(r.get(f)) for r in done}) > 1]
+    fields = varying or fields[:1]
+    columns = min(len(fields), MAX_SWEEP_COLUMNS)
+    rows_of_panels = -(-len(fields) // columns)
+    fig, axes = plt.subplots(rows_of_panels, columns, figsize=(5 * columns, 4.2 * rows_of_panels),
+                             squeeze=False)
+    for ax in axes.flat[len(fields):]:
+        ax.set_visible(False)
+    for ax, field in zip(axes.flat, fields):
         others = [f for f in fields if f != field]
         groups = {}
         for row in done:
@@ -196,15 +207,21 @@ def plot_sweep(rows: list[dict], fields: list[str], out: str, metric: str = "eva
             if len(positive) == len(values) and max(values) / min(values) >= 10:
                 ax.set_xscale("log")
         else:
-            ax.set_xticks(range(len(categories)), categories, rotation=30)
+            ax.set_xticks(range(len(categories)), [_short(c) for c in categories], rotation=30,
+                          ha="right", fontsize=7)
         ax.set(xlabel=field, ylabel=metric)
         ax.grid(alpha=0.3)
-        if len(groups) > 1:
+        # Where each line is one point, its legend names what the other panels already show.
+        if 1 < len(groups) <= MAX_SWEEP_LEGEND and len(groups) < len(done):
             ax.legend(fontsize=7)
     fig.suptitle(f"{metric} of {len(done)}/{len(rows)} sweep points")
     fig.tight_layout()
     _save(fig, out)
     return True
+
+
+def _short(label: str, width: int = 24) -> str:
+    return label if len(label) <= width else label[:width - 3] + "..."
 
 
 def main(argv=None) -> int:
