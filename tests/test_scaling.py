@@ -94,6 +94,28 @@ def test_sweep_plot_draws_only_the_fields_its_points_vary(tmp_path, monkeypatch)
         2, plot.MAX_SWEEP_COLUMNS)
 
 
+def test_loss_plot_of_many_runs_names_each_run_once_and_briefly(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(plot, "_save", lambda fig, out: drawn.append(fig))
+    runs = []
+    for i in range(plot.MANY_RUNS + 3):
+        run = tmp_path / (f"steps={100 + i},num_layers=2,d_model=16,init_from=checkpoint__root__"
+                          f"steps_{i}_num_layers_2")
+        run.mkdir()
+        (run / "metrics.jsonl").write_text("\n".join(
+            json.dumps({"step": s, "train_loss": 4 / s, "eval_loss": 4.4 / s}) for s in (1, 2)))
+        runs.append(str(run))
+    plot.plot_runs(runs, str(tmp_path / "curves.png"))
+    labels = [t.get_text() for t in drawn[0].axes[0].get_legend().get_texts()]
+    assert len(labels) == len(runs) and len(set(labels)) == len(runs)
+    assert all(len(label) <= plot.RUN_LABEL_WIDTH for label in labels)
+    assert labels[0].startswith("steps=100,num_layers=2")
+    plot.plot_runs(runs[:2], str(tmp_path / "two.png"))  # few runs: full names, train and eval
+    labels = [t.get_text() for t in drawn[1].axes[0].get_legend().get_texts()]
+    assert labels == [f"{os.path.basename(runs[0])} train", f"{os.path.basename(runs[0])} eval",
+                      f"{os.path.basename(runs[1])} train", f"{os.path.basename(runs[1])} eval"]
+
+
 def test_plot_overlays_runs_and_reads_resumed_metrics(tmp_path):
     runs = []
     for name, scale in (("a", 1.0), ("b", 0.9)):

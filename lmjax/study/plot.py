@@ -20,6 +20,8 @@ from lmjax.errors import UsageError
 
 MAX_SWEEP_COLUMNS = 4  # panels per row of a sweep's results.png
 MAX_SWEEP_LEGEND = 8  # lines per panel that still get a legend
+MANY_RUNS = 12  # more runs than this in one loss plot get one short legend entry each
+RUN_LABEL_WIDTH = 48
 
 
 def read_metrics(workdir: str) -> list[dict]:
@@ -77,30 +79,37 @@ def plot_runs(workdirs, out: str, x_key: str = "step", title: str = "") -> None:
     fig, ax = plt.subplots(figsize=(8, 5))
     colors = matplotlib.colormaps["tab10" if len(workdirs) <= 10 else "viridis"]
     drawn = 0
+    # Many runs: one legend entry per run, its name cut short (solid train, dashed eval).
+    many = len(workdirs) > MANY_RUNS
     for i, (workdir, label) in enumerate(zip(workdirs, _labels(workdirs))):
         records = read_metrics(workdir)
         color = colors(i % 10) if len(workdirs) <= 10 else colors(i / max(1, len(workdirs) - 1))
+        if many:
+            label = _short(label, RUN_LABEL_WIDTH)
         xs, ys = _series(records, x_key, "train_loss")
         if xs:
-            ax.plot(xs, ys, color=color, linewidth=1.2, alpha=0.8, label=f"{label} train")
+            ax.plot(xs, ys, color=color, linewidth=1.2, alpha=0.8,
+                    label=label if many else f"{label} train")
             drawn += 1
         xs, ys = _series(records, x_key, "eval_loss")
         if xs:
             ax.plot(xs, ys, color=color, linestyle="--", marker="o", markersize=3,
-                    label=f"{label} eval")
+                    label="_" if many else f"{label} eval")
             drawn += 1
     if not drawn:
         plt.close(fig)
         raise UsageError(f"no train_loss/eval_loss against {x_key!r} in metrics.jsonl of "
                          f"{', '.join(workdirs)}; pass workdirs of lmjax-train runs")
-    ax.set(xlabel=x_key, ylabel="loss", title=title or "loss curves")
+    ax.set(xlabel=x_key, ylabel="loss", title=(title or "loss curves")
+           + (" (solid: train, dashed: eval)" if many else ""))
     ax.grid(alpha=0.3)
-    if drawn > 8:
-        # Many runs: the legend goes beside the axes so it never hides the curves.
+    entries = len(workdirs) if many else drawn
+    if entries > 8:
+        # The legend goes beside the axes so it never hides the curves; savefig's tight bounding
+        # box makes room for it.
         fig.set_size_inches(12, 5)
-        ax.legend(fontsize=6, ncol=1 if drawn <= 24 else 2, loc="upper left",
+        ax.legend(fontsize=6, ncol=1 if entries <= 24 else 2, loc="upper left",
                   bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-        fig.tight_layout()
     else:
         ax.legend(fontsize=7)
     _save(fig, out)
