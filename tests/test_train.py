@@ -155,6 +155,15 @@ def test_cli_trains_resumes_and_samples_in_process(tmp_path, capsys):
     _, rebuilt = check_finished_workdir(workdir)
     for key in ("step", "train_loss", "eval_loss", "tokens", "num_params"):
         assert rebuilt[key] == summary[key], key
+    # Stopped before even its last eval was logged: the eval runs again on the saved weights.
+    os.remove(os.path.join(workdir, "summary.json"))
+    kept = [r for r in records if not ("eval_loss" in r and r["step"] == SMOKE_STEPS)]
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in kept)
+    train_main(args)
+    capsys.readouterr()
+    with open(os.path.join(workdir, "summary.json")) as f:
+        assert json.load(f)["eval_loss"] == pytest.approx(summary["eval_loss"], abs=1e-6)
 
     sample_main([f"--workdir={workdir}", "--prompt=ROMEO:", "--max_new_tokens=20"])
     text = capsys.readouterr().out.rstrip("\n")
