@@ -71,9 +71,10 @@ def test_rate_checks_rerun_the_study_branches_of_their_sizes_at_their_rates(tmp_
     for lr in rates:
         block = [p for p in checked if p["overrides"]["optim.lr"] == lr]
         assert branches(block) == branches(base)  # the same branches, at another rate
-        for p in block:  # and the warmup the rate was chosen with
+        for p in block:  # and the warmup and beta2 the rate was chosen with
             assert p["overrides"] == {**study.size_overrides(p["size"]), "optim.lr": lr,
-                                      "optim.warmup_steps": study.CHECKS_WARMUP}
+                                      "optim.warmup_steps": study.CHECKS_WARMUP,
+                                      "optim.b2": study.CHECKS_B2}
             if p["source"] is not None:  # continues a segment of its own size and rate
                 source = checked[p["source"]]
                 assert source["size"] == p["size"] and source["overrides"] == p["overrides"]
@@ -86,15 +87,19 @@ def test_rate_checks_rerun_the_study_branches_of_their_sizes_at_their_rates(tmp_
                                                for p in points)
 
 
-def test_study_points_name_their_warmup_and_the_lr_sweep_keeps_its_own():
+def test_study_points_name_their_warmup_and_beta2_and_the_lr_sweep_keeps_its_own():
     study = _load_study()
     assert study.get_config().optim.warmup_steps == study.WARMUP
+    assert study.get_config().optim.b2 == study.B2
     assert all(p["overrides"]["optim.warmup_steps"] == study.WARMUP
-               for p in study.study_points())
-    assert study.get_config("lr").optim.warmup_steps == study.CHECKS_WARMUP != study.WARMUP
+               and p["overrides"]["optim.b2"] == study.B2 for p in study.study_points())
+    lr = study.get_config("lr").optim
+    assert lr.warmup_steps == study.CHECKS_WARMUP != study.WARMUP
+    assert lr.b2 == study.CHECKS_B2 != study.B2
 
 
-@pytest.mark.parametrize("variant", ["seed1", "warmup100", "warmup100_seed1", "warmup20", "b2_099"])
+@pytest.mark.parametrize("variant", ["b2_095", "seed1", "warmup100", "warmup100_seed1",
+                                     "warmup20"])
 def test_reruns_repeat_their_budgets_with_their_settings(tmp_path, variant):
     study = _load_study()
     changed, budgets = study.RERUNS[variant]
