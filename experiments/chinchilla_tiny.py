@@ -74,11 +74,12 @@ steps for these sizes):
       16.3 [14.7, 16.5], 15.7 [14.5, 17.1], 14.8 [13.9, 20.8]
     The residual bootstrap (`--bootstrap=residuals`) gives a in [0.506, 0.532], which stops
     0.006 short of 0.5. On this design, at one run's seed noise, the pairs intervals hold the
-    true a in 0.90 of simulated studies and the residual ones in 0.84 (coverage.txt). At beta2 0.95 the same study gave a = 0.522 [0.498, 0.542]
-    (`:b2_095`, experiments/results/chinchilla_tiny_b2_095/), its seed-1 rerun 0.536 [0.529,
-    0.545] and both seeds 0.529 [0.516, 0.542] (the checks file): beta2 lowered every loss by
-    ~0.03 and moved no optimum by more than 1.2%. N_opt grows a little faster than D_opt at
-    these sizes, and tokens per parameter fall from 17 to 15 over 27x in C.
+    true a in 0.90 of simulated studies and the residual ones in 0.84 (coverage.txt). At
+    beta2 0.95 the same study gave a = 0.522 [0.498, 0.542] (`:b2_095`,
+    experiments/results/chinchilla_tiny_b2_095/), its seed-1 rerun 0.536 [0.529, 0.545] and
+    both seeds 0.529 [0.516, 0.542] (the checks file): 0.99 lowered 17 of the 18 losses, by
+    0.031 on average, and moved no optimum by more than 1.2%. N_opt grows a little faster than
+    D_opt at these sizes, and tokens per parameter fall from 17 to 15 over 27x in C.
   Approach 3 (Huber on log L from a grid of inits, 200 bootstrap refits, 2% degenerate):
     E = 3.69 [3.04, 3.80], alpha = 0.653 [0.376, 0.833], beta = 0.622 [0.332, 0.802],
     A = 1502, B = 6397; Huber objective 7.0e-05 over 18 runs (parametric.png shows each run's
