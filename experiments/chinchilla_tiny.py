@@ -39,7 +39,8 @@ The sweep is resumable (re-run the same command) and runs budget by budget, smal
 Variants: `:quick` runs the whole pipeline on sizes 1-3 and two budgets ~30x smaller (12 runs);
 `:lr` sweeps the learning rate at size 3; `:lr_horizon` and `:lr_horizon_top` rerun some of
 the study's branches at another rate (HORIZON_CHECKS); RERUNS repeat its budgets with another
-seed, warmup or beta2 (`:b2_095`, `:seed1`, `:warmup100`, `:warmup100_seed1`, `:warmup20`).
+seed, warmup or beta2 (`:seed1_b2_099`, `:b2_095`, `:seed1`, `:warmup100`, `:warmup100_seed1`,
+`:warmup20`).
 
 Measured here (2-core AMD EPYC), with glibc told to keep freed memory (MALLOC_MMAP_MAX_=0
 MALLOC_TRIM_THRESHOLD_=1000000000000 MALLOC_ARENA_MAX=1 in the environment, ~1.4x faster
@@ -123,9 +124,9 @@ HORIZON_CHECKS = {  # variant: (sizes, budgets, rates)
 }
 WARMUP = 200  # steps; 100 gave a higher optimum loss at every budget (`:warmup100`)
 B2 = 0.99  # AdamW's beta2; 0.95 gave a higher optimum loss at every budget (`:b2_095`)
-# The learning-rate checks (`:lr`, HORIZON_CHECKS), `:quick` and the reruns below ran before 200
-# warmup steps and beta2 0.99 replaced 100 and 0.95, and keep those settings so that their
-# commands reproduce their results.
+# The learning-rate checks (`:lr`, HORIZON_CHECKS), `:quick` and the reruns below but the first
+# ran before 200 warmup steps and beta2 0.99 replaced 100 and 0.95, and keep those settings so
+# that their commands reproduce their results.
 CHECKS_WARMUP, CHECKS_B2 = 100, 0.95
 # Reruns of the study's budgets with protocol settings changed (variant: (overrides, budgets)).
 # A seed's pairs with its own protocol's study measure one run's noise (lmjax.study.seeds). The
@@ -133,6 +134,7 @@ CHECKS_WARMUP, CHECKS_B2 = 100, 0.95
 # budget's longest (s0, 2926), so the warmup weighs on the larger sizes of short budgets most.
 # Porian et al. 2024 found beta2 = 0.95 too low at small batches; this one is 2048 tokens.
 RERUNS = {
+    "seed1_b2_099": ({"seed": 1}, tuple(BUDGETS)),  # the study itself with seed 1
     "b2_095": ({"optim.b2": CHECKS_B2}, tuple(BUDGETS)),
     "seed1": ({"optim.b2": CHECKS_B2, "seed": 1}, tuple(BUDGETS)),
     "warmup100": ({"optim.warmup_steps": 100, "optim.b2": CHECKS_B2}, tuple(BUDGETS)),

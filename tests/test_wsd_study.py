@@ -98,8 +98,8 @@ def test_study_points_name_their_warmup_and_beta2_and_the_lr_sweep_keeps_its_own
     assert lr.b2 == study.CHECKS_B2 != study.B2
 
 
-@pytest.mark.parametrize("variant", ["b2_095", "seed1", "warmup100", "warmup100_seed1",
-                                     "warmup20"])
+@pytest.mark.parametrize("variant", ["seed1_b2_099", "b2_095", "seed1", "warmup100",
+                                     "warmup100_seed1", "warmup20"])
 def test_reruns_repeat_their_budgets_with_their_settings(tmp_path, variant):
     study = _load_study()
     changed, budgets = study.RERUNS[variant]
