@@ -23,9 +23,8 @@ every width: 6e-3, the best of the `:lr` sweep at s3, and checked at the study's
 Warmup: 200 steps, which reached a lower optimum loss at every budget than 100 (`:warmup100`).
 AdamW's beta2: 0.99, likewise lower than 0.95 at every budget (`:b2_095`; Porian et al. 2024
 found 0.95 too low at small batches, and this one is 2048 tokens); at 0.99 the `:lr` sweep
-still picks 6e-3. How these were chosen, and
-the seed-noise and bootstrap-coverage checks, with their commands and results:
-experiments/chinchilla_tiny_checks.md.
+still picks 6e-3. How these were chosen, and the seed-noise and bootstrap-coverage checks,
+with their commands and results: experiments/chinchilla_tiny_checks.md.
 
   mkdir -p data && tar -xJf experiments/data/gutenberg_books.tar.xz -C data
   tar -xJf experiments/data/gutenberg_books_more.tar.xz -C data
