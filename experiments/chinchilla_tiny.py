@@ -93,7 +93,7 @@ steps for these sizes):
     decayed losses interpolated in log D between its branches); along the stable phases, loss
     falls with N at fixed D in 56 of 62 pairs; the six violations are all at D <= 2.6M tokens
     (1,260 steps), the two largest (0.051 and 0.054, s2 to s3) at 0.48M and 0.72M tokens,
-    134 and 251 steps after the warmup; the other four are each at most 0.015.
+    34 and 151 steps after the warmup; the other four are each at most 0.015.
 """
 from lmjax.config import base_config
 
