@@ -81,6 +81,14 @@ steps for these sizes):
     both seeds 0.529 [0.516, 0.542] (the checks file): 0.99 lowered 17 of the 18 losses, by
     0.031 on average, and moved no optimum by more than 1.2%. N_opt grows a little faster than
     D_opt at these sizes, and tokens per parameter fall from 17 to 15 over 27x in C.
+    Its seed-1 rerun (`:seed1_b2_099`, 36 points; results in
+    experiments/results/chinchilla_tiny_seed1_b2_099/) gives a = 0.517, [0.502, 0.594] by pairs
+    and [0.473, 0.547] by residuals, N_opt 163k, 288k, 500k, 898k; both seeds' 72 runs
+    together (experiments/results/chinchilla_tiny_b2_099_two_seeds/) give
+    a = 0.519, [0.507, 0.531] by pairs and [0.506, 0.528] by residuals. So at this protocol a is
+    0.52 within about 0.01, which is inside Hoffmann et al.'s own Approach 2 interval (0.49,
+    [0.462, 0.534]); each seed's interval reaches 0.5 by one resampling scheme, their pooled
+    interval stops 0.006 short of it.
   Approach 3 (Huber on log L from a grid of inits, 200 bootstrap refits, 2% degenerate):
     E = 3.69 [3.04, 3.80], alpha = 0.653 [0.376, 0.833], beta = 0.622 [0.332, 0.802],
     A = 1502, B = 6397; Huber objective 7.0e-05 over 18 runs (parametric.png shows each run's
