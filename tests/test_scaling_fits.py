@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -139,6 +140,12 @@ def test_degenerate_fits_are_flagged_not_reported():
     n = np.array([1e5, 2e5, 4e5, 8e5])
     assert "opens downwards" in isoflop.fit_profile(1e13, n, [3.0, 3.2, 3.2, 3.0])["degenerate"]
     assert "outside" in isoflop.fit_profile(1e13, n, [3.4, 3.2, 3.1, 3.05])["degenerate"]
+    # Nearly flat and falling: the minimum lies at N = e^-500, where D / N is past any float;
+    # neither N, D nor tokens per parameter is computed, and nothing overflows on the way.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        flat = isoflop.fit_profile(1e13, n, 3.0 + 1e-6 * np.log(n) + 1e-9 * np.log(n) ** 2)
+    assert "outside" in flat["degenerate"] and "n_opt" not in flat and "d_opt" not in flat
     fits = {"isoflop": isoflop.fit([1e13] * 4 + [1e14] * 4, np.tile(n, 2), np.ones(8),
                                    [3.0, 3.2, 3.2, 3.0] * 2)}
     assert "need at least 2" in fits["isoflop"]["degenerate"]

@@ -64,10 +64,12 @@ def fit_profile(budget: float, params, losses) -> dict:
         return out
     x_opt = float(-c1 / (2 * c2))
     out["loss_opt"] = float(c0 - c1 ** 2 / (4 * c2))
-    # A nearly flat parabola can put its minimum past any float: such an N is not computed.
-    if abs(x_opt) < 700:
+    # A nearly flat parabola can put its minimum past any float: such an N (or the D and
+    # tokens per parameter it implies) is not computed. Budget 0: only the loss is wanted.
+    log_d = math.log(budget / 6.0) - x_opt if budget > 0 else 0.0
+    if max(abs(x_opt), abs(log_d), abs(log_d - x_opt)) < 700:
         out["n_opt"] = math.exp(x_opt)
-        out["d_opt"] = budget / (6.0 * out["n_opt"])
+        out["d_opt"] = math.exp(log_d) if budget > 0 else 0.0
         out["tokens_per_param"] = out["d_opt"] / out["n_opt"]
     if not log_n.min() <= x_opt <= log_n.max():
         out["degenerate"] = (f"the minimum N = {math.exp(min(x_opt, 700)):.3g} lies outside the "
