@@ -96,8 +96,8 @@ def main():
         return
     flag_sets = [""] + (args.xla_flags or [])
     columns = [f"jax {f}" if f else "jax" for f in flag_sets] + ["torch"]
-    print("| size | matmul (batch x m x k x n) | dtype | " + " | ".join(f"{c} GFLOP/s" for c in columns)
-          + " | jax / torch |")
+    print("| size | matmul (batch x m x k x n) | dtype | "
+          + " | ".join(f"{c} GFLOP/s" for c in columns) + " | jax / torch |")
     print("|---|---|---|" + "---|" * (len(columns) + 1))
     for size in args.sizes.split(","):
         print(f"  {size} ...", file=sys.stderr, flush=True)
