@@ -113,6 +113,11 @@ def base_config() -> ml_collections.ConfigDict:
     # XLA compile options of every step the run compiles, "name=value,..." (lmjax.train.
     # xla_options), e.g. xla_backend_optimization_level=1. "" = XLA's defaults.
     t.xla_options = ""
+    # A trace of train.profile_steps steps after the first profile_start (lmjax.train.profile):
+    # WORKDIR/profile for XProf / TensorBoard and Perfetto, and the ops by time in
+    # profile/ops.txt. 0 steps = none. Traced steps run slower; keep evals out of the window.
+    t.profile_start = 10
+    t.profile_steps = 0
     # Reliability (lmjax.train.watchdog, barriers, saves): see the README's reliability table.
     t.hang_timeout_s = 0.0  # no progress for this long is a hang; 0 = max(10 x median step, 600 s)
     t.hang_compile_timeout_s = 3600.0  # the bound until the first step completes (first compile)

@@ -61,6 +61,12 @@ def validate(cfg, num_devices: int | None = None):
         raise ConfigError(f"train.eval_tasks_every={t.eval_tasks_every}: must be >= 0 (0 = at "
                           "every train.eval_every)")
     parse_xla_options(t.xla_options)  # XLA itself checks the names when the run starts
+    for field in ("profile_start", "profile_steps"):
+        if t[field] < 0:
+            raise ConfigError(f"train.{field}={t[field]}: must be >= 0")
+    if t.profile_steps and t.profile_start + t.profile_steps > t.steps:
+        raise ConfigError(f"train.profile_start={t.profile_start} + train.profile_steps="
+                          f"{t.profile_steps}: past train.steps={t.steps}; start the trace earlier")
     if t.eval_tasks:
         from lmjax.train import task_evals
         task_evals.check(cfg)

@@ -14,7 +14,7 @@ from lmjax.data import make_data
 from lmjax.model import aux, flops_per_token
 from lmjax.parallel import mesh as mesh_lib, shardings
 from lmjax.train import (checkpoint, compile_cache, host_memory, memory, mfu, preemption,
-                         xla_options)
+                         profile, xla_options)
 from lmjax.train import metrics as metrics_lib
 from lmjax.train import state as state_lib
 from lmjax.train import guard as guard_lib
@@ -207,6 +207,7 @@ class Trainer:
         host_memory.release_freed_host_memory()
 
         progress = _progress(start, t.steps, self.is_main and t.progress)
+        profiler = profile.StepProfile(cfg, self.workdir, start, self.log)
         pending, window_start, skipped = [], time.perf_counter(), 0
         eval_loss, train_loss, run_start = float("nan"), float("nan"), time.perf_counter()
         step = start
@@ -215,8 +216,10 @@ class Trainer:
                 self.guard.step_start(step + 1)
                 if step > start:
                     batch = shardings.global_batch(next(self.data.train), self.batch_sh)
-                state, step_metrics = compiled(state, batch)
+                with profiler.step(step + 1):
+                    state, step_metrics = compiled(state, batch)
                 step += 1
+                profiler.step_done(step, step_metrics, compiled, self.is_main)
                 self.guard.step_done(step)
                 pending.append(step_metrics)
                 last = step == t.steps
