@@ -58,3 +58,15 @@ def test_a_run_traces_its_window_and_counts_each_op_per_step(tmp_path):
     head = [r for r in rows if r["op_name"].endswith("jvp(Transformer)/embed.attend/dot_general")]
     assert head and {float(r["calls_per_step"]) for r in head} == {1.0}
     assert sum(float(r["share"]) for r in rows) == pytest.approx(1.0)
+
+
+def test_a_window_cut_short_still_ends_its_trace(tmp_path):
+    import jax
+    cfg = tiny_config({"train.profile_start": 0, "train.profile_steps": 3})
+    with pytest.raises(RuntimeError, match="stopped"):
+        with profile.StepProfile(cfg, str(tmp_path), 0, log=print) as profiler:
+            with profiler.step(1):
+                pass
+            raise RuntimeError("stopped inside the window")
+    jax.profiler.start_trace(str(tmp_path / "again"))  # refused while another trace runs
+    jax.profiler.stop_trace()

@@ -207,11 +207,11 @@ class Trainer:
         host_memory.release_freed_host_memory()
 
         progress = _progress(start, t.steps, self.is_main and t.progress)
-        profiler = profile.StepProfile(cfg, self.workdir, start, self.log)
         pending, window_start, skipped = [], time.perf_counter(), 0
         eval_loss, train_loss, run_start = float("nan"), float("nan"), time.perf_counter()
         step = start
-        with self.mesh_context(), preemption.PreemptionWatch() as watch:
+        with self.mesh_context(), preemption.PreemptionWatch() as watch, \
+                profile.StepProfile(cfg, self.workdir, start, self.log) as profiler:
             while step < t.steps:
                 self.guard.step_start(step + 1)
                 if step > start:

@@ -144,6 +144,16 @@ class StepProfile:
             log(f"train.profile_start={t.profile_start}: this run resumes at step {first_step}, "
                 "past the steps to profile, so none is traced")
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        # A run that stops inside the window (an error, a preemption) still ends its trace, so
+        # the process can trace again; the table is written only for a whole window.
+        if self.tracing:
+            jax.profiler.stop_trace()
+            self.tracing = False
+
     def step(self, step: int):
         """A context for running step `step` (counted from 1): traced when in the window."""
         if self.enabled and step == self.first:
