@@ -47,9 +47,7 @@ def main():
     jax.block_until_ready((state, metrics))
     traced = (time.perf_counter() - start) / args.steps
     jax.profiler.stop_trace()
-    xspace = profile.newest_xspace(out)
-    rows = profile.op_table(jax.profiler.ProfileData.from_file(str(xspace)), compiled.as_text(),
-                            args.steps)
+    xspace, rows = profile.trace_ops(out, compiled, args.steps)
     print(f"{args.config} {args.overrides}: compile {compile_s:.1f} s, "
           f"{1e3 * untraced:.1f} ms/step untraced (median of {args.steps}), "
           f"{1e3 * traced:.1f} traced; trace in {xspace.parent}")

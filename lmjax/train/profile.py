@@ -131,6 +131,13 @@ def newest_xspace(trace_dir) -> epath.Path:
     return runs[-1]
 
 
+def trace_ops(trace_dir, compiled, steps: int) -> tuple[epath.Path, list[OpRow]]:
+    """(the newest trace under trace_dir, the compiled step's ops in it by time per step)."""
+    xspace = newest_xspace(trace_dir)
+    profile = jax.profiler.ProfileData.from_file(str(xspace))
+    return xspace, op_table(profile, compiled.as_text(), steps)
+
+
 class StepProfile:
     """Starts a trace before step profile_start + 1 and ends it after profile_start + n."""
 
@@ -177,9 +184,7 @@ class StepProfile:
         self.tracing = False
         if not is_main:
             return
-        xspace = newest_xspace(self.dir)
-        rows = op_table(jax.profiler.ProfileData.from_file(str(xspace)), compiled.as_text(),
-                        self.last - self.first + 1)
+        xspace, rows = trace_ops(self.dir, compiled, self.last - self.first + 1)
         io.write_text(self.dir / "ops.txt",
                       f"steps {self.first}-{self.last}, trace {xspace.parent}\n"
                       + format_table(rows) + "\n")
